@@ -1,0 +1,30 @@
+"""tunepipe: distributed hyperparameter sweeps on Ray Tune, tracked in MLflow.
+
+Public entry points are imported lazily so ``import pipelines`` stays cheap and works without
+torch or TensorFlow installed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.config import ExperimentConfig, load_config
+    from pipelines.tuning import SweepSummary, run_sweep
+
+__all__ = ["ExperimentConfig", "SweepSummary", "load_config", "run_sweep"]
+
+_LAZY = {
+    "run_sweep": "pipelines.tuning",
+    "SweepSummary": "pipelines.tuning",
+    "load_config": "pipelines.config",
+    "ExperimentConfig": "pipelines.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")

@@ -1,0 +1,55 @@
+"""Connecting to Ray: a private local instance by default, an existing cluster when asked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipelines.config import ResourcesConfig
+from pipelines.errors import ConfigError
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Use the running Ray instance, connect to ``address``/``RAY_ADDRESS``, or start a local one.
+
+    A local instance is started with ``address="local"`` so a sweep never attaches by accident to
+    another cluster running on the same machine. Only an instance started here is shut down here.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(
+        address=target,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_resources(resources: ResourcesConfig) -> None:
+    """Fail before any trial starts if no node could ever host one trial."""
+    import ray
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    for node in nodes:
+        have = node.get("Resources", {})
+        if have.get("CPU", 0) >= resources.cpu and have.get("GPU", 0) >= resources.gpu:
+            return
+    largest_cpu = max((n.get("Resources", {}).get("CPU", 0) for n in nodes), default=0)
+    largest_gpu = max((n.get("Resources", {}).get("GPU", 0) for n in nodes), default=0)
+    raise ConfigError(
+        f"no node has {resources.cpu:g} CPU and {resources.gpu:g} GPU for one trial "
+        f"(largest node: {largest_cpu:g} CPU, {largest_gpu:g} GPU)",
+        key="resources",
+        fix="lower resources.cpu/resources.gpu or add nodes with GPUs",
+    )

@@ -1,0 +1,229 @@
+"""Experiment configuration: one YAML file, validated into a frozen, fully resolved object.
+
+The file declares everything about a sweep once (data, trainable, search, scheduler, metric and
+mode, resources, storage, tracking). Unknown keys are errors; values are type-checked by pydantic;
+rules that span sections (metric reported by the trainable, search space compatible with the
+searcher) are checked in :mod:`pipelines.validate`. Every problem becomes a one-line
+:class:`~pipelines.errors.ConfigError` naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines.errors import ConfigError
+from pipelines.overrides import apply_overrides
+from pipelines.paths import default_storage_path, default_tracking_uri
+
+Scalar = str | int | float | bool
+
+
+class _Section(BaseModel):
+    # Frozen so a resolved config cannot drift after it was logged; forbid so typos are errors.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the data comes from and how it is split."""
+
+    dataset: str = "mnist5k"
+    path: Path | None = None
+    val_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    seed: int = 0
+
+
+class TrainableConfig(_Section):
+    """Which trainable runs each trial, its fixed hyperparameters and its search space."""
+
+    framework: str = "torch"
+    model: str
+    search_space: Path
+    params: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class SearchConfig(_Section):
+    """How configurations are proposed."""
+
+    method: str = "random"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    seed: int | None = 0
+    time_budget_s: float | None = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SchedulerConfig(_Section):
+    """When trials are stopped early."""
+
+    name: str = "fifo"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourcesConfig(_Section):
+    """Resources each trial reserves; fractions share a device between trials."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class FaultToleranceConfig(_Section):
+    """Retries and checkpoint retention."""
+
+    max_failures: int = Field(2, ge=0)
+    checkpoint_every: int = Field(1, ge=1)
+    checkpoints_to_keep: int = Field(2, ge=1)
+
+
+class StorageConfig(_Section):
+    """Where Ray Tune writes trial results and checkpoints."""
+
+    path: Path = Field(default_factory=default_storage_path)
+
+
+class TrackingConfig(_Section):
+    """Where MLflow records the sweep."""
+
+    uri: str = Field(default_factory=default_tracking_uri)
+    experiment: str | None = None
+    register_model: bool = True
+
+
+class ExperimentConfig(_Section):
+    """A whole sweep, fully resolved. Build it with :func:`load_config`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    metric: str
+    mode: Literal["min", "max"]
+    data: DataConfig = Field(default_factory=DataConfig)
+    trainable: TrainableConfig
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    source: Path | None = Field(None, exclude=True)
+
+    @property
+    def experiment_name(self) -> str:
+        """Name of the MLflow experiment (and of the registered model)."""
+        return self.tracking.experiment or self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the resolved config as plain YAML-able data (paths as strings)."""
+        return self.model_dump(mode="json")
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; every way it can fail is a one-line error."""
+    if not path.is_file():
+        raise ConfigError(
+            "file not found", source=path, fix="check the path (it is relative to the cwd)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(
+            f"invalid YAML{where}: {problem}", source=path, fix="correct the YAML syntax"
+        ) from None
+    if data is None:
+        raise ConfigError("the file is empty", source=path, fix="write an experiment config")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"the top level must be a mapping of keys, got {type(data).__name__}",
+            source=path,
+            fix="start the file with keys such as 'name:', 'metric:', 'trainable:'",
+        )
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load, override and validate an experiment config.
+
+    Args:
+        path: The experiment YAML file.
+        overrides: Dotted keys to replace, e.g. ``{"search.num_samples": 8}``.
+
+    Returns:
+        The validated, fully resolved configuration (relative paths resolved against the file).
+
+    Raises:
+        ConfigError: With file, key, rule and fix, for any invalid input.
+
+    """
+    path = Path(path)
+    raw = apply_overrides(read_yaml_mapping(path), overrides or {}, source=path)
+    try:
+        config = ExperimentConfig.model_validate({**raw, "source": path})
+    except ValidationError as exc:
+        raise _first_error(exc, path) from None
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    """Make file paths in the config absolute, relative to the config file's folder."""
+    trainable = config.trainable.model_copy(
+        update={"search_space": _resolve_search_space(config.trainable.search_space, base)}
+    )
+    data = config.data
+    if data.path is not None and not data.path.is_absolute():
+        data = data.model_copy(update={"path": (base / data.path).resolve()})
+    return config.model_copy(update={"trainable": trainable, "data": data})
+
+
+def _resolve_search_space(path: Path, base: Path) -> Path:
+    """Resolve a search-space path: relative to the config, else a name in the bundled library."""
+    if path.is_absolute():
+        return path
+    candidate = (base / path).resolve()
+    if candidate.exists():
+        return candidate
+    library = Path(__file__).resolve().parent.parent / "search_spaces" / "library"
+    named = library / (path.name if path.suffix else f"{path.name}.yaml")
+    return named if named.exists() else candidate
+
+
+def _first_error(exc: ValidationError, source: Path) -> ConfigError:
+    """Turn pydantic's first error into a one-line ConfigError with a fix."""
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        section = _section_for(error["loc"][:-1])
+        valid = ", ".join(sorted(section.model_fields)) if section else "see the README"
+        return ConfigError(
+            "unknown key", source=source, key=key, fix=f"remove it or use one of: {valid}"
+        )
+    if kind == "missing":
+        return ConfigError("required key is missing", source=source, key=key, fix="add it")
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return ConfigError(
+            f"{value!r} is not allowed", source=source, key=key, fix=f"use one of {expected}"
+        )
+    return ConfigError(
+        f"{error['msg'].rstrip('.')}, got {value!r}",
+        source=source,
+        key=key,
+        fix="correct the value's type or range",
+    )
+
+
+def _section_for(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """Find the config model at ``loc`` so an unknown-key error can list the valid keys."""
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

@@ -1,0 +1,66 @@
+"""``tunepipe validate``: check a sweep without running it, by one real training step.
+
+Loads the real data (no Ray needed), builds the trainable with one sample of the search space,
+trains on one batch and evaluates on one batch, and checks that the configured metric is reported
+and finite. Catches what static checks cannot: a model that does not fit the data's shape, a
+metric that is never produced.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipelines.config import ExperimentConfig
+from pipelines.data import load_arrays, split_and_normalise
+from pipelines.errors import ConfigError
+from pipelines.validate import SweepPlan, plan_sweep
+from trainables.protocol import DataSpec
+from trainables.registry import get_trainable_info
+
+
+def dry_run(config: ExperimentConfig) -> dict[str, float]:
+    """Validate ``config`` and run one training step; return the metrics it reported.
+
+    Raises:
+        UserInputError: For invalid input, including a metric the trainable does not report.
+
+    """
+    plan = plan_sweep(config)
+    arrays = load_arrays(config.data)
+    split = split_and_normalise(arrays, config.data.val_fraction, config.data.seed)
+    spec = DataSpec(
+        input_shape=tuple(int(d) for d in arrays.x.shape[1:]),
+        num_classes=arrays.num_classes,
+        task=arrays.task,
+        num_train=len(split.x_train),
+        num_val=len(split.x_val),
+    )
+    hparams = sample_hparams(plan)
+    trainable = get_trainable_info(config.trainable.framework).load_class()()
+    trainable.setup(hparams, spec, "cpu")
+    rows = int(hparams["batch_size"])
+    metrics = dict(trainable.train_epoch([{"x": split.x_train[:rows], "y": split.y_train[:rows]}]))
+    metrics.update(trainable.evaluate([{"x": split.x_val[:rows], "y": split.y_val[:rows]}]))
+    value = metrics.get(config.metric)
+    if value is None:
+        raise ConfigError(
+            f"the trainable did not report {config.metric!r} (it reported {sorted(metrics)})",
+            source=config.source,
+            key="metric",
+            fix=f"use one of: {', '.join(sorted(metrics))}",
+        )
+    if not math.isfinite(value):
+        raise ConfigError(
+            f"{config.metric} was {value} after one step with {hparams}",
+            source=config.source,
+            key="trainable.search_space",
+            fix="check the learning-rate range",
+        )
+    return metrics
+
+
+def sample_hparams(plan: SweepPlan) -> dict[str, Any]:
+    """Return one concrete hyperparameter set: fixed values plus a default of each searched one."""
+    fixed = {k: v for k, v in plan.param_space.items() if k not in plan.space.names()}
+    return {**fixed, **plan.space.sample_defaults()}

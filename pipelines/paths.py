@@ -1,0 +1,40 @@
+"""The one place that decides where a sweep's state lives on disk by default.
+
+Everything a sweep writes locally goes under one project-local folder, ``.tunepipe/`` in the
+current working directory (override with ``TUNEPIPE_HOME``):
+
+- ``.tunepipe/mlflow.db``: the MLflow tracking store (SQLite);
+- ``.tunepipe/mlartifacts/``: MLflow artifacts (checkpoints, models, config files);
+- ``.tunepipe/ray_results/``: Ray Tune's trial results and checkpoints.
+
+A cluster run points these elsewhere through the config (``storage.path``, ``tracking.uri``) or the
+``MLFLOW_TRACKING_URI`` environment variable, never through code changes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def tunepipe_home() -> Path:
+    """Return the project-local state folder (``$TUNEPIPE_HOME`` or ``./.tunepipe``), absolute."""
+    return Path(os.environ.get("TUNEPIPE_HOME", ".tunepipe")).resolve()
+
+
+def default_storage_path() -> Path:
+    """Return where Ray Tune stores results and checkpoints unless the config says otherwise."""
+    return tunepipe_home() / "ray_results"
+
+
+def default_tracking_uri() -> str:
+    """Return the MLflow tracking URI: ``$MLFLOW_TRACKING_URI`` or SQLite in the state folder."""
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri:
+        return env_uri
+    return f"sqlite:///{tunepipe_home() / 'mlflow.db'}"
+
+
+def default_artifact_root() -> Path:
+    """Return where MLflow stores artifacts for the embedded SQLite store."""
+    return tunepipe_home() / "mlartifacts"

@@ -1,0 +1,79 @@
+"""Reading a finished sweep's results: the best trial, and how trials ended."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+END_REASONS = ("completed", "stopped_early", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The best trial of a sweep, at its best epoch."""
+
+    trial_id: str
+    config: dict[str, Any]
+    value: float
+    epoch: int
+    checkpoint_dir: Path | None
+
+
+def _is_better(value: float, than: float | None, mode: str) -> bool:
+    return than is None or (value > than if mode == "max" else value < than)
+
+
+def best_of_trial(result: Any, metric: str, mode: str) -> tuple[float, int] | None:
+    """Return ``(best finite value, epoch)`` of one trial, or None if it has none.
+
+    A trial that diverged or errored is never a candidate: its numbers cannot be trusted.
+    """
+    frame = result.metrics_dataframe
+    if result.error is not None or frame is None or metric not in frame:
+        return None
+    if "diverged" in frame and frame["diverged"].fillna(0).max() > 0:
+        return None
+    best: tuple[float, int] | None = None
+    for value, epoch in zip(frame[metric], frame["epoch"], strict=True):
+        finite = isinstance(value, int | float) and math.isfinite(value)
+        if finite and _is_better(float(value), best[0] if best else None, mode):
+            best = (float(value), int(epoch))
+    return best
+
+
+def select_best(grid: Any, metric: str, mode: str) -> BestTrial | None:
+    """Return the trial whose best epoch is best across the sweep (ties: first trial)."""
+    winner: BestTrial | None = None
+    for result in grid:
+        found = best_of_trial(result, metric, mode)
+        if found is None or not _is_better(found[0], winner.value if winner else None, mode):
+            continue
+        winner = BestTrial(
+            trial_id=str(result.metrics.get("trial_id", result.path)),
+            config=dict(result.config),
+            value=found[0],
+            epoch=found[1],
+            checkpoint_dir=_checkpoint_at(result, found[1]),
+        )
+    return winner
+
+
+def _checkpoint_at(result: Any, epoch: int) -> Path | None:
+    """Return the kept checkpoint of ``epoch``, else the trial's latest checkpoint."""
+    for checkpoint, metrics in result.best_checkpoints or []:
+        if int(metrics.get("epoch", -1)) == epoch:
+            return Path(checkpoint.path)
+    return Path(result.checkpoint.path) if result.checkpoint is not None else None
+
+
+def count_end_reasons(grid: Any, reasons: dict[str, str]) -> dict[str, int]:
+    """Count trials per end reason, using what the tracking callback recorded."""
+    counts = Counter({reason: 0 for reason in END_REASONS})
+    for result in grid:
+        trial_id = str(result.metrics.get("trial_id", ""))
+        reason = reasons.get(trial_id) or ("failed" if result.error is not None else "completed")
+        counts[reason] += 1
+    return dict(counts)

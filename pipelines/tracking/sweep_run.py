@@ -1,0 +1,129 @@
+"""The sweep as an MLflow parent run: created after validation, closed with the best result."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from pipelines.paths import default_artifact_root, default_tracking_uri
+
+#: MLflow accepts at most 100 params per log_batch call.
+PARAMS_PER_BATCH = 100
+#: Tag that nests a run under its parent in the MLflow UI.
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into dotted keys: ``{"a": {"b": 1}} -> {"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """Return the id of experiment ``name``, creating it if needed.
+
+    With the embedded SQLite default, artifacts go to the project-local folder (paths.py).
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if tracking_uri == default_tracking_uri() and tracking_uri.startswith("sqlite:"):
+        location = (default_artifact_root() / name).as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params in batches of at most 100, values as strings (MLflow's limit is 6000 chars)."""
+    items = [Param(key, str(value)[:6000]) for key, value in params.items()]
+    for start in range(0, len(items), PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
+
+
+class SweepRun:
+    """The parent run of one sweep."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = get_or_create_experiment(self.client, experiment_name, tracking_uri)
+        self.run_id: str | None = None
+
+    def start(
+        self, config: Mapping[str, Any], search_space_file: Path, tags: Mapping[str, str]
+    ) -> str:
+        """Create the parent run and log the resolved config and the search space."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={"tunepipe.kind": "sweep", **tags},
+        )
+        self.run_id = run.info.run_id
+        log_params(self.client, self.run_id, flatten(config, "config."))
+        with tempfile.TemporaryDirectory() as folder:
+            resolved = Path(folder) / "config.yaml"
+            resolved.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+            shutil.copy(search_space_file, Path(folder) / "search_space.yaml")
+            self.client.log_artifacts(self.run_id, folder, artifact_path="sweep")
+        return self.run_id
+
+    def log_best(
+        self,
+        best_params: Mapping[str, Any],
+        metric: str,
+        value: float,
+        extra_tags: Mapping[str, str],
+        checkpoint_dir: Path | None,
+    ) -> None:
+        """Record the best trial's hyperparameters, metric and checkpoint on the parent run."""
+        run_id = self._require_run()
+        log_params(self.client, run_id, {f"best.{k}": v for k, v in best_params.items()})
+        self.client.log_metric(run_id, f"best_{metric}", value)
+        self.set_tags(extra_tags)
+        if checkpoint_dir is not None:
+            self.client.log_artifacts(run_id, str(checkpoint_dir), artifact_path="best_checkpoint")
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on the parent run in one call."""
+        run_id = self._require_run()
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Log sweep-level metrics (counts, durations) on the parent run."""
+        run_id = self._require_run()
+        now = int(time.time() * 1000)
+        from mlflow.entities import Metric
+
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the parent run with ``status`` (FINISHED, FAILED or KILLED)."""
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
+
+    def child_run_ids(self) -> Iterable[str]:
+        """Return the ids of the trial runs nested under this sweep."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self._require_run()}'"
+        )
+        return [run.info.run_id for run in runs]
+
+    def _require_run(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("the sweep's parent run has not been started")
+        return self.run_id

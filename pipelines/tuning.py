@@ -1,0 +1,242 @@
+"""Assembling the Tuner and running a sweep end to end: :func:`run_sweep`.
+
+Order matters: everything that can be wrong with the user's input is checked first
+(:func:`~pipelines.validate.plan_sweep`), then Ray is reached and the data prepared once, and only
+then is anything written to MLflow, so a rejected sweep leaves no trace there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.cluster import check_resources, ray_session
+from pipelines.config import ExperimentConfig, load_config
+from pipelines.data import SweepData, prepare_data
+from pipelines.results import BestTrial, count_end_reasons, select_best
+from pipelines.tracking import MlflowTrialCallback, SweepRun, register_best_model
+from pipelines.validate import SweepPlan, plan_sweep
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a finished sweep produced and where to find it.
+
+    Attributes:
+        experiment_name: MLflow experiment (and registered model) name.
+        metric: The metric optimised; ``mode`` says in which direction.
+        mode: ``"min"`` or ``"max"``.
+        best_config: Hyperparameters of the best trial.
+        best_metric: Its best value of ``metric`` (at ``best_epoch``).
+        best_trial_id: Tune's id of the best trial.
+        best_epoch: Epoch at which the best value was reached.
+        best_checkpoint: Folder of the checkpoint holding the best model, if one was kept.
+        mlflow_parent_run_id: The sweep's parent run.
+        mlflow_tracking_uri: Where MLflow records live.
+        mlflow_experiment_id: The experiment's id (for UI links).
+        model_version: Registered model version of the best model, if registered.
+        end_reasons: Number of trials per end reason (completed, stopped_early, diverged, failed).
+        searched: Names of the hyperparameters the search space varies.
+        storage_path: Ray Tune's folder for this sweep.
+        elapsed_s: Wall time of the sweep.
+        results: Tune's ResultGrid, for further analysis.
+
+    """
+
+    experiment_name: str
+    metric: str
+    mode: str
+    best_config: dict[str, Any]
+    best_metric: float
+    best_trial_id: str
+    best_epoch: int
+    best_checkpoint: str | None
+    mlflow_parent_run_id: str
+    mlflow_tracking_uri: str
+    mlflow_experiment_id: str
+    model_version: str | None
+    end_reasons: dict[str, int]
+    searched: tuple[str, ...]
+    storage_path: str
+    elapsed_s: float
+    results: Any = field(repr=False, compare=False)
+
+
+def run_sweep(
+    config: str | Path | ExperimentConfig,
+    overrides: dict[str, Any] | None = None,
+    *,
+    address: str | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+) -> SweepSummary:
+    """Run a hyperparameter sweep and record it in MLflow.
+
+    Args:
+        config: Path of an experiment YAML file, or an already loaded config.
+        overrides: Dotted keys to replace, e.g. ``{"search.num_samples": 8}``.
+        address: Ray cluster to use (else ``RAY_ADDRESS``, else a private local instance).
+        callbacks: Extra Ray Tune callbacks.
+        progress: Show a live progress view in the terminal.
+
+    Returns:
+        The summary of the finished sweep.
+
+    Raises:
+        UserInputError: For invalid config, search space or data, before any cluster work.
+
+    """
+    if not isinstance(config, ExperimentConfig):
+        config = load_config(config, overrides)
+    elif overrides:
+        raise TypeError("overrides apply to a config file; pass a path or apply them yourself")
+    plan = plan_sweep(config)
+    started = time.monotonic()
+    with ray_session(address):
+        check_resources(config.resources)
+        data = prepare_data(config.data)
+        sweep = SweepRun(config.tracking.uri, config.experiment_name)
+        parent_id = sweep.start(config.to_dict(), config.trainable.search_space, _tags(plan, data))
+        tracker = MlflowTrialCallback(
+            config.tracking.uri, sweep.experiment_id, parent_id, plan.space.names()
+        )
+        extra = [*callbacks]
+        if progress:
+            from pipelines.progress import LiveProgress
+
+            extra.append(LiveProgress(config.metric, config.mode, config.search.num_samples))
+        tuner = build_tuner(plan, data, [tracker, *extra])
+        try:
+            grid = tuner.fit()
+        except BaseException:
+            sweep.end("KILLED")
+            raise
+        summary = _finish(plan, data, grid, sweep, tracker, time.monotonic() - started)
+    return summary
+
+
+def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
+    """Assemble the Tuner: trainable with resources, searcher, scheduler, storage, failures."""
+    from ray import tune
+
+    from trainables.adapter import make_trial_function
+    from trainables.registry import get_trainable_info
+
+    # Tune's newer console reporter prints its tables even at verbose=0; the classic one is silent
+    # there, and our own LiveProgress view reports progress instead.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    config = plan.config
+    info = get_trainable_info(config.trainable.framework)
+    function = make_trial_function(info, config.fault_tolerance.checkpoint_every)
+    trainable = tune.with_resources(
+        tune.with_parameters(function, data=data),
+        {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
+    )
+    tune_config = tune.TuneConfig(
+        metric=config.metric,
+        mode=config.mode,
+        search_alg=plan.searcher,
+        scheduler=plan.scheduler,
+        num_samples=config.search.num_samples,
+        max_concurrent_trials=config.search.max_concurrent,
+        time_budget_s=config.search.time_budget_s,
+        # Function trainables pay ~2 s of actor start-up per trial without this (ENVIRONMENT.md).
+        reuse_actors=True,
+    )
+    run_config = tune.RunConfig(
+        name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage_path=str(config.storage.path),
+        failure_config=tune.FailureConfig(max_failures=config.fault_tolerance.max_failures),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=config.fault_tolerance.checkpoints_to_keep,
+            checkpoint_score_attribute=config.metric,
+            checkpoint_score_order=config.mode,
+        ),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    return tune.Tuner(
+        trainable, param_space=plan.param_space, tune_config=tune_config, run_config=run_config
+    )
+
+
+def _tags(plan: SweepPlan, data: SweepData) -> dict[str, str]:
+    config = plan.config
+    return {
+        "tunepipe.searcher": config.search.method,
+        "tunepipe.scheduler": config.scheduler.name,
+        "tunepipe.framework": config.trainable.framework,
+        "tunepipe.metric": config.metric,
+        "tunepipe.mode": config.mode,
+        "tunepipe.data_fingerprint": data.fingerprint,
+    }
+
+
+def _finish(
+    plan: SweepPlan,
+    data: SweepData,
+    grid: Any,
+    sweep: SweepRun,
+    tracker: MlflowTrialCallback,
+    elapsed: float,
+) -> SweepSummary:
+    config = plan.config
+    reasons = count_end_reasons(grid, tracker.end_reasons)
+    sweep.log_metrics({f"trials_{k}": v for k, v in reasons.items()} | {"elapsed_s": elapsed})
+    best = select_best(grid, config.metric, config.mode)
+    if best is None:
+        sweep.set_tags({"tunepipe.outcome": "no trial produced a finite metric"})
+        sweep.end("FAILED")
+        raise RuntimeError("no trial of the sweep produced a finite metric; see MLflow for why")
+    version = _record_best(plan, data, best, sweep, tracker)
+    sweep.end("FINISHED")
+    return SweepSummary(
+        experiment_name=config.experiment_name,
+        metric=config.metric,
+        mode=config.mode,
+        best_config=best.config,
+        best_metric=best.value,
+        best_trial_id=best.trial_id,
+        best_epoch=best.epoch,
+        best_checkpoint=str(best.checkpoint_dir) if best.checkpoint_dir else None,
+        mlflow_parent_run_id=sweep.run_id or "",
+        mlflow_tracking_uri=config.tracking.uri,
+        mlflow_experiment_id=sweep.experiment_id,
+        model_version=version,
+        end_reasons=reasons,
+        searched=tuple(n for n, spec in plan.space.params.items() if spec.type != "constant"),
+        storage_path=str(grid.experiment_path),
+        elapsed_s=elapsed,
+        results=grid,
+    )
+
+
+def _record_best(
+    plan: SweepPlan, data: SweepData, best: BestTrial, sweep: SweepRun, tracker: Any
+) -> str | None:
+    config = plan.config
+    tags = {
+        "tunepipe.best_trial_id": best.trial_id,
+        "tunepipe.best_epoch": str(best.epoch),
+        "tunepipe.best_child_run_id": tracker.run_ids.get(best.trial_id, ""),
+    }
+    sweep.log_best(best.config, config.metric, best.value, tags, best.checkpoint_dir)
+    if not (config.tracking.register_model and best.checkpoint_dir):
+        return None
+    x_val, _ = data.val_arrays()
+    version = register_best_model(
+        tracking_uri=config.tracking.uri,
+        run_id=sweep.run_id or "",
+        model_name=config.experiment_name,
+        framework=config.trainable.framework,
+        hparams=best.config,
+        spec=data.spec,
+        checkpoint_dir=best.checkpoint_dir,
+        input_example=x_val[:8],
+    )
+    sweep.set_tags({"tunepipe.model_version": version})
+    return version

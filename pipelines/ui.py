@@ -1,0 +1,97 @@
+"""``tunepipe ui``: the MLflow UI over the project's store, bound to loopback by default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from rich.console import Console
+
+from pipelines.errors import ConfigError
+from pipelines.links import experiment_link, run_link
+from pipelines.paths import default_artifact_root, default_tracking_uri
+
+STARTUP_TIMEOUT_S = 90.0
+
+
+def start_mlflow_server(tracking_uri: str, host: str, port: int) -> subprocess.Popen[bytes]:
+    """Start ``mlflow server`` over ``tracking_uri`` and return its process (not yet ready)."""
+    if not tracking_uri.startswith(("sqlite:", "postgresql", "mysql", "file:")):
+        raise ConfigError(
+            f"cannot serve a UI for {tracking_uri!r}: it is already a server",
+            key="tracking.uri",
+            fix=f"open {tracking_uri} in a browser instead",
+        )
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", tracking_uri,
+        "--default-artifact-root", default_artifact_root().as_uri(),
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_until_up(base_url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Poll the server's health endpoint until it answers, or raise with its error output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"mlflow server exited with {process.returncode}: {stderr[-500:]}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow server did not answer at {base_url} within {timeout:.0f}s")
+
+
+def latest_sweep_link(tracking_uri: str, experiment_name: str, base_url: str) -> str | None:
+    """Return the UI link to the newest sweep of ``experiment_name``, if there is one."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`tunepipe.kind` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return experiment_link(base_url, experiment.experiment_id)
+    return run_link(base_url, experiment.experiment_id, runs[0].info.run_id)
+
+
+def serve_ui(config: Path | None, *, host: str, port: int, console: Console) -> None:
+    """Serve the UI until Ctrl-C, printing the link to the config's latest sweep."""
+    tracking_uri, experiment = default_tracking_uri(), None
+    if config is not None:
+        from pipelines.config import load_config
+
+        loaded = load_config(config)
+        tracking_uri, experiment = loaded.tracking.uri, loaded.experiment_name
+    base_url = f"http://{host}:{port}"
+    process = start_mlflow_server(tracking_uri, host, port)
+    try:
+        wait_until_up(base_url, process, STARTUP_TIMEOUT_S)
+        link = latest_sweep_link(tracking_uri, experiment, base_url) if experiment else None
+        console.print(f"MLflow UI: [bold]{link or base_url}[/]  (Ctrl-C to stop)", highlight=False)
+        process.wait()
+    except KeyboardInterrupt:
+        console.print("stopping the MLflow UI")
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,88 @@
+"""Which trainables exist, what hyperparameters they take and which metrics they report.
+
+Pure data, no framework imports: the config validator uses it to reject a typo'd hyperparameter
+or a metric the trainable never reports before any trial starts, and the adapter uses it to import
+the implementation lazily inside the trial.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+#: Keys every trainable understands: consumed by the epoch loop and the data pipeline.
+LOOP_HPARAMS = frozenset({"epochs", "batch_size", "seed", "aug_shift", "aug_flip", "aug_noise"})
+
+
+@dataclass(frozen=True)
+class TrainableInfo:
+    """What the pipeline knows about one framework's trainable.
+
+    Attributes:
+        framework: Config name, e.g. ``"torch"``.
+        implementation: ``"module:Class"`` imported only inside a trial.
+        models: Model names the implementation builds.
+        hparams: Hyperparameter keys it understands (besides :data:`LOOP_HPARAMS`).
+        metrics: Metric names reported per task.
+        install_hint: What to install when the framework is missing.
+
+    """
+
+    framework: str
+    implementation: str
+    models: tuple[str, ...]
+    hparams: frozenset[str]
+    metrics: dict[str, tuple[str, ...]]
+    install_hint: str
+
+    def load_class(self) -> type[Any]:
+        """Import and return the implementation class (the framework import happens here)."""
+        module_name, class_name = self.implementation.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                f"{self.framework} trainable needs {exc.name!r}: {self.install_hint}"
+            ) from exc
+        return getattr(module, class_name)  # type: ignore[no-any-return]
+
+    def accepted_hparams(self) -> frozenset[str]:
+        """Return every hyperparameter key a trial of this framework accepts."""
+        return self.hparams | LOOP_HPARAMS
+
+
+TRAINABLES: dict[str, TrainableInfo] = {
+    "torch": TrainableInfo(
+        framework="torch",
+        implementation="trainables.torch_trainable:TorchTrainable",
+        models=("mlp", "cnn"),
+        hparams=frozenset(
+            {
+                "optimizer",
+                "lr",
+                "momentum",
+                "weight_decay",
+                "dropout",
+                "hidden_layers",
+                "hidden_units",
+                "channels",
+            }
+        ),
+        metrics={
+            "classification": ("train_loss", "val_loss", "val_accuracy"),
+            "regression": ("train_loss", "val_loss", "val_rmse"),
+        },
+        install_hint="pip install 'tunepipe[torch]'",
+    ),
+}
+
+
+def get_trainable_info(framework: str) -> TrainableInfo:
+    """Return the registry entry for ``framework``.
+
+    Raises:
+        KeyError: If the framework is unknown (callers turn this into a config error).
+
+    """
+    return TRAINABLES[framework]
