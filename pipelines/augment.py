@@ -73,17 +73,18 @@ def random_shift(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.
         return x
     n, _, height, width = x.shape
     padded = np.pad(x, ((0, 0), (0, 0), (max_shift, max_shift), (max_shift, max_shift)), "edge")
-    dy = rng.integers(-max_shift, max_shift + 1, size=n)
-    dx = rng.integers(-max_shift, max_shift + 1, size=n)
+    dy = np.asarray(rng.integers(-max_shift, max_shift + 1, size=n))
+    dx = np.asarray(rng.integers(-max_shift, max_shift + 1, size=n))
     rows = np.arange(height)[None, :] + max_shift - dy[:, None]
     cols = np.arange(width)[None, :] + max_shift - dx[:, None]
     # One fancy-indexing gather shifts every image at once (no per-image Python loop).
-    return padded[
+    shifted: np.ndarray = padded[
         np.arange(n)[:, None, None, None],
         np.arange(x.shape[1])[None, :, None, None],
         rows[:, None, :, None],
         cols[:, None, None, :],
     ]
+    return shifted
 
 
 def random_flip(x: np.ndarray, probability: float, rng: np.random.Generator) -> np.ndarray:
@@ -100,7 +101,8 @@ def gaussian_noise(x: np.ndarray, std: float, rng: np.random.Generator) -> np.nd
     """Add zero-mean Gaussian noise of standard deviation ``std``."""
     if std <= 0:
         return x
-    return x + np.float32(std) * rng.standard_normal(x.shape, dtype=np.float32)
+    noisy: np.ndarray = x + np.float32(std) * rng.standard_normal(x.shape, dtype=np.float32)
+    return noisy
 
 
 def augment_image_batch(batch: Batch, *, augment: ImageAugment, seed: int, epoch: int) -> Batch:

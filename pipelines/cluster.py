@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         include_dashboard=False,
         log_to_driver=True,
         configure_logging=True,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
     )
     try:
         yield

@@ -98,12 +98,13 @@ class ExperimentConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     metric: str
     mode: Literal["min", "max"]
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataConfig = DataConfig()
     trainable: TrainableConfig
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
+    search: SearchConfig = SearchConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    fault_tolerance: FaultToleranceConfig = FaultToleranceConfig()
+    # Factories, not instances: the default paths read TUNEPIPE_HOME when a config is loaded.
     storage: StorageConfig = Field(default_factory=StorageConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     source: Path | None = Field(None, exclude=True)

@@ -28,7 +28,13 @@ class LiveProgress(Callback):
         # Tune pickles callbacks with its experiment state; consoles and live views do not pickle.
         return {**self.__dict__, "console": None, "_live": None}
 
-    def setup(self, **info: Any) -> None:
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
         """Start the live display when the experiment starts."""
         self.started = time.monotonic()
         console = self.console or Console(stderr=True)

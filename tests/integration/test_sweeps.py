@@ -1,0 +1,121 @@
+"""Real sweeps on real data: local Ray (2 CPUs), MLflow on SQLite in tmp_path.
+
+Each test reconciles what Tune recorded with what MLflow holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipelines import run_sweep
+from pipelines.tracking import load_registered_model
+from tests.conftest import shrunk
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def _runs(summary: Any, kind: str) -> list[Any]:
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    return client.search_runs(
+        [summary.mlflow_experiment_id], filter_string=f"tags.`tunepipe.kind` = '{kind}'"
+    )
+
+
+def _check_mlflow_mirrors_tune(summary: Any, num_trials: int) -> dict[str, Any]:
+    """One parent, one child per trial, one metric row per Tune result; returns children."""
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    parents = _runs(summary, "sweep")
+    children = _runs(summary, "trial")
+    assert [p.info.run_id for p in parents] == [summary.mlflow_parent_run_id]
+    assert len(children) == num_trials
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {summary.mlflow_parent_run_id}
+
+    by_trial = {c.data.tags["tunepipe.trial_id"]: c for c in children}
+    results = list(summary.results)
+    assert len(results) == num_trials
+    for result in results:
+        child = by_trial[result.metrics["trial_id"]]
+        history = client.get_metric_history(child.info.run_id, summary.metric)
+        assert len(history) == len(result.metrics_dataframe)
+        assert sorted(m.step for m in history) == list(
+            result.metrics_dataframe["training_iteration"]
+        )
+        assert child.info.status == "FINISHED"
+        assert {k: str(v) for k, v in result.config.items()} == {
+            k: v for k, v in child.data.params.items()
+        }
+
+    best = summary.results.get_best_result(summary.metric, summary.mode, scope="all")
+    parent = parents[0]
+    for key, value in best.config.items():
+        assert parent.data.params[f"best.{key}"] == str(value)
+    assert summary.best_config == best.config
+    assert parent.data.metrics[f"best_{summary.metric}"] == pytest.approx(summary.best_metric)
+    assert parent.info.status == "FINISHED"
+    return by_trial
+
+
+def test_tpe_asha_sweep_on_mnist_is_mirrored_in_mlflow_and_registers_a_scoring_model() -> None:
+    config = shrunk(
+        "mnist_cnn.yaml",
+        **{"search.num_samples": 8, "trainable.params.epochs": 3, "data.val_fraction": 0.2},
+    )
+    summary = run_sweep(config, progress=False)
+
+    children = _check_mlflow_mirrors_tune(summary, 8)
+    reasons = [c.data.tags["tunepipe.end_reason"] for c in children.values()]
+    assert set(reasons) <= {"completed", "stopped_early"}
+    assert "stopped_early" in reasons  # ASHA cut at least one trial at its first rung
+    for result in summary.results:
+        reason = children[result.metrics["trial_id"]].data.tags["tunepipe.end_reason"]
+        epochs_run = int(result.metrics_dataframe["epoch"].max())
+        assert (epochs_run < 3) == (reason == "stopped_early")
+
+    # The registered model scores the validation split at the accuracy recorded for it.
+    assert summary.model_version == "1"
+    model = load_registered_model(summary.mlflow_tracking_uri, "mnist_cnn", "challenger")
+    x_val, y_val = _validation_split(config)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(x_val))
+    accuracy = float((logits.argmax(1).numpy() == y_val).mean())
+    assert accuracy == pytest.approx(summary.best_metric, abs=1e-9)
+    assert summary.best_metric > 0.85
+
+
+def _validation_split(config: Any) -> tuple[np.ndarray, np.ndarray]:
+    from pipelines.data import load_arrays, split_and_normalise
+
+    split = split_and_normalise(
+        load_arrays(config.data), config.data.val_fraction, config.data.seed
+    )
+    return split.x_val, split.y_val
+
+
+def test_random_fifo_sweep_runs_every_trial_to_the_end() -> None:
+    config = shrunk(
+        "digits_mlp_random.yaml", **{"search.num_samples": 4, "trainable.params.epochs": 3}
+    )
+    summary = run_sweep(config, progress=False)
+
+    children = _check_mlflow_mirrors_tune(summary, 4)
+    assert {c.data.tags["tunepipe.end_reason"] for c in children.values()} == {"completed"}
+    assert all(len(r.metrics_dataframe) == 3 for r in summary.results)
+    assert summary.end_reasons["completed"] == 4
+    assert summary.mode == "min" and summary.best_metric == min(
+        float(r.metrics_dataframe["val_loss"].min()) for r in summary.results
+    )
+
+
+def test_grid_sweep_runs_every_grid_point_exactly_once() -> None:
+    config = shrunk("digits_cnn_grid.yaml", **{"trainable.params.epochs": 2})
+    summary = run_sweep(config, progress=False)
+
+    _check_mlflow_mirrors_tune(summary, 4)
+    points = sorted((r.config["lr"], r.config["channels"]) for r in summary.results)
+    assert points == sorted(itertools.product([0.003, 0.01], [8, 16]))
