@@ -166,6 +166,17 @@ def split_and_normalise(data: ArrayData, val_fraction: float, seed: int) -> Spli
     )
 
 
+def describe(arrays: ArrayData, split: SplitArrays) -> DataSpec:
+    """Return what a trainable needs to know to build its model for this data."""
+    return DataSpec(
+        input_shape=tuple(int(d) for d in arrays.x.shape[1:]),
+        num_classes=arrays.num_classes,
+        task=arrays.task,
+        num_train=len(split.x_train),
+        num_val=len(split.x_val),
+    )
+
+
 def data_fingerprint(split: SplitArrays) -> str:
     """Return a content hash of the prepared data (recorded on every sweep)."""
     digest = hashlib.sha256()
@@ -261,13 +272,7 @@ def prepare_data(config: DataConfig) -> SweepData:
     quiet_ray_data()
     arrays = load_arrays(config)
     split = split_and_normalise(arrays, config.val_fraction, config.seed)
-    spec = DataSpec(
-        input_shape=tuple(int(d) for d in arrays.x.shape[1:]),
-        num_classes=arrays.num_classes,
-        task=arrays.task,
-        num_train=len(split.x_train),
-        num_val=len(split.x_val),
-    )
+    spec = describe(arrays, split)
     train = to_ray_dataset(split.x_train, split.y_train)
     val = to_ray_dataset(split.x_val, split.y_val)
     rows = (train.count(), val.count())

@@ -12,10 +12,9 @@ import math
 from typing import Any
 
 from pipelines.config import ExperimentConfig
-from pipelines.data import load_arrays, split_and_normalise
+from pipelines.data import describe, load_arrays, split_and_normalise
 from pipelines.errors import ConfigError
 from pipelines.validate import SweepPlan, plan_sweep
-from trainables.protocol import DataSpec
 from trainables.registry import get_trainable_info
 
 
@@ -29,13 +28,7 @@ def dry_run(config: ExperimentConfig) -> dict[str, float]:
     plan = plan_sweep(config)
     arrays = load_arrays(config.data)
     split = split_and_normalise(arrays, config.data.val_fraction, config.data.seed)
-    spec = DataSpec(
-        input_shape=tuple(int(d) for d in arrays.x.shape[1:]),
-        num_classes=arrays.num_classes,
-        task=arrays.task,
-        num_train=len(split.x_train),
-        num_val=len(split.x_val),
-    )
+    spec = describe(arrays, split)
     hparams = sample_hparams(plan)
     trainable = get_trainable_info(config.trainable.framework).load_class()()
     trainable.setup(hparams, spec, "cpu")

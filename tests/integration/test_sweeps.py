@@ -6,6 +6,7 @@ Each test reconciles what Tune recorded with what MLflow holds.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,9 @@ def _check_mlflow_mirrors_tune(summary: Any, num_trials: int) -> dict[str, Any]:
     assert summary.best_config == best.config
     assert parent.data.metrics[f"best_{summary.metric}"] == pytest.approx(summary.best_metric)
     assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(summary.mlflow_parent_run_id, "sweep")}
+    assert artifacts == {"sweep/config.yaml", "sweep/search_space.yaml"}
+    assert client.list_artifacts(summary.mlflow_parent_run_id, "best_checkpoint")
     return by_trial
 
 
@@ -119,3 +123,33 @@ def test_grid_sweep_runs_every_grid_point_exactly_once() -> None:
     _check_mlflow_mirrors_tune(summary, 4)
     points = sorted((r.config["lr"], r.config["channels"]) for r in summary.results)
     assert points == sorted(itertools.product([0.003, 0.01], [8, 16]))
+
+
+def test_diverged_trial_is_stopped_flagged_failed_and_never_best(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    # SGD at lr 1e6 blows the weights up to inf within the first epoch.
+    space.write_text("parameters:\n  lr: {type: grid, values: [0.01, 1000000.0]}\n")
+    config = shrunk(
+        "digits_mlp_random.yaml",
+        **{
+            "search.method": "grid",
+            "search.num_samples": 1,
+            "trainable.search_space": str(space),
+            "trainable.params.optimizer": "sgd",
+            "trainable.params.batch_size": 32,
+            "trainable.params.epochs": 3,
+        },
+    )
+    summary = run_sweep(config, progress=False)
+
+    by_lr = {r.config["lr"]: r for r in summary.results}
+    diverged = by_lr[1000000.0].metrics_dataframe
+    assert len(diverged) == 1, "not stopped at its first non-finite epoch"
+    assert diverged["diverged"].iloc[-1] == 1
+    assert summary.best_config["lr"] == 0.01
+    assert summary.end_reasons["diverged"] == 1 and summary.end_reasons["completed"] == 1
+
+    (bad,) = [r for r in _runs(summary, "trial") if r.data.params["lr"] == "1000000.0"]
+    assert bad.info.status == "FAILED"
+    assert bad.data.tags["tunepipe.end_reason"] == "diverged"
+    assert "not finite at epoch 1" in bad.data.tags["tunepipe.end_detail"]

@@ -457,7 +457,7 @@ def test_mnist_cnn_space_contents() -> None:
         "aug_noise",
         "aug_flip",
     ]
-    assert space.params["channels"] == IntSpec(type="int", low=8, high=32)
+    assert space.params["channels"] == IntSpec(type="int", low=8, high=16)
     assert space.params["aug_flip"] == ConstantSpec(type="constant", value=0.0)
     assert space.to_tune("tpe")["channels"].upper == 33
 
