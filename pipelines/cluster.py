@@ -23,6 +23,8 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    # Private by default: no usage statistics leave the machine unless the user opts in.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(
         address=target,

@@ -49,6 +49,7 @@ class SearchConfig(_Section):
     """How configurations are proposed."""
 
     method: str = "random"
+    preset: str | None = None
     num_samples: int = Field(8, ge=1)
     max_concurrent: int | None = Field(None, ge=1)
     seed: int | None = 0

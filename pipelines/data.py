@@ -62,7 +62,17 @@ def _digits() -> ArrayData:
     return ArrayData(x, bunch.target.astype(np.int64), "classification", 10)
 
 
-BUILTIN_DATASETS = {"mnist5k": _mnist5k, "digits": _digits}
+def _diabetes() -> ArrayData:
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes()  # 442 patients, 10 features, disease progression after one year
+    return ArrayData(
+        bunch.data.astype(np.float32), bunch.target.astype(np.float32), "regression", 0
+    )
+
+
+BUILTIN_DATASETS = {"mnist5k": _mnist5k, "digits": _digits, "diabetes": _diabetes}
+BUILTIN_TASKS = {"mnist5k": "classification", "digits": "classification", "diabetes": "regression"}
 DATASET_NAMES = (*BUILTIN_DATASETS, "npz")
 
 
@@ -88,7 +98,7 @@ def check_data_source(config: DataConfig) -> None:
 def dataset_task(config: DataConfig) -> str:
     """Return "classification" or "regression" without loading the whole dataset."""
     if config.dataset in BUILTIN_DATASETS:
-        return "classification"
+        return BUILTIN_TASKS[config.dataset]
     assert config.path is not None  # checked by check_data_source
     with np.load(config.path, allow_pickle=False) as archive:
         if "y" not in archive.files:
@@ -141,13 +151,17 @@ class SplitArrays:
     y_val: np.ndarray
     mean: float
     std: float
+    target_mean: float = 0.0
+    target_std: float = 1.0
 
 
 def split_and_normalise(data: ArrayData, val_fraction: float, seed: int) -> SplitArrays:
     """Split with a fixed seed (stratified for classification) and normalise.
 
     The mean and standard deviation come from the training split only, so nothing about the
-    validation rows leaks into training.
+    validation rows leaks into training. Images share one scalar statistic; tabular features are
+    standardised per column. Regression targets are standardised too (losses of a sensible size
+    for any target scale); :class:`DataSpec` carries their scale for reporting.
     """
     from sklearn.model_selection import train_test_split
 
@@ -155,14 +169,23 @@ def split_and_normalise(data: ArrayData, val_fraction: float, seed: int) -> Spli
     x_train, x_val, y_train, y_val = train_test_split(
         data.x, data.y, test_size=val_fraction, random_state=seed, stratify=stratify
     )
-    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    axis = 0 if data.x.ndim == 2 else None  # per feature for tables, one scalar for images
+    mean, std = x_train.mean(axis=axis), x_train.std(axis=axis)
+    std = np.where(std > 0, std, 1.0)
+    target_mean, target_std = 0.0, 1.0
+    if data.task == "regression":
+        target_mean, target_std = float(y_train.mean()), float(y_train.std()) or 1.0
+        y_train = ((y_train - target_mean) / target_std).astype(np.float32)
+        y_val = ((y_val - target_mean) / target_std).astype(np.float32)
     return SplitArrays(
         ((x_train - mean) / std).astype(np.float32),
         y_train,
         ((x_val - mean) / std).astype(np.float32),
         y_val,
-        mean,
-        std,
+        float(np.mean(mean)),
+        float(np.mean(std)),
+        target_mean,
+        target_std,
     )
 
 
@@ -174,6 +197,7 @@ def describe(arrays: ArrayData, split: SplitArrays) -> DataSpec:
         task=arrays.task,
         num_train=len(split.x_train),
         num_val=len(split.x_val),
+        target_std=split.target_std,
     )
 
 

@@ -44,7 +44,7 @@ class UserInputError(ValueError):
 
     def with_source(self, source: str | Path) -> UserInputError:
         """Return a copy that names ``source`` (used when the file is known only higher up)."""
-        return UserInputError(self.rule, fix=self.fix, source=source, key=self.key)
+        return type(self)(self.rule, fix=self.fix, source=source, key=self.key)
 
 
 class ConfigError(UserInputError):

@@ -38,3 +38,15 @@ def default_tracking_uri() -> str:
 def default_artifact_root() -> Path:
     """Return where MLflow stores artifacts for the embedded SQLite store."""
     return tunepipe_home() / "mlartifacts"
+
+
+def artifact_root_for(tracking_uri: str) -> Path | None:
+    """Return the artifact folder beside a local SQLite store, or None for other stores.
+
+    Without an explicit location MLflow would put artifacts in ``./mlruns`` of whatever folder
+    the process happens to run in.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return Path(tracking_uri[len(prefix) :]).resolve().parent / "mlartifacts"

@@ -1,8 +1,8 @@
 """Search algorithms and trial schedulers, chosen by name.
 
 Each strategy is a name, a pydantic model of its options (unknown options are errors) and a
-factory that imports Ray's implementation only when called. Presets are compositions of entries
-here, never new logic.
+factory that imports Ray's implementation only when called. Presets are pairs of entries here
+(a searcher and a scheduler), never new logic.
 """
 
 from __future__ import annotations
@@ -18,12 +18,27 @@ from pipelines.errors import ConfigError
 
 @dataclass(frozen=True)
 class StrategyContext:
-    """What every strategy factory may need, declared once in the experiment config."""
+    """What every strategy factory may need, declared once in the experiment config.
+
+    Attributes:
+        metric: The metric optimised.
+        mode: ``"min"`` or ``"max"``.
+        seed: Seed for reproducible suggestions (None: not seeded).
+        max_epochs: Longest a trial can run (the schedulers' horizon).
+        space: The validated :class:`~search_spaces.SearchSpace`.
+        searcher_space: The space converted for the chosen searcher
+            (:class:`~search_spaces.convert.SearcherSpace`).
+        repeats: How often grid search runs its whole grid (``search.num_samples``).
+
+    """
 
     metric: str
     mode: str
     seed: int | None
     max_epochs: int
+    space: Any = None
+    searcher_space: Any = None
+    repeats: int = 1
 
 
 class _Options(BaseModel):
@@ -43,6 +58,19 @@ class TPEOptions(_Options):
     constant_liar: bool = True
 
 
+class GPOptions(_Options):
+    """Options of Optuna's Gaussian-process sampler."""
+
+    n_startup_trials: int = Field(4, ge=1)
+
+
+class HyperOptOptions(_Options):
+    """Options of HyperOpt's TPE, used through Ray's HyperOptSearch adapter."""
+
+    n_initial_points: int = Field(4, ge=1)
+    gamma: float = Field(0.25, gt=0, lt=1)
+
+
 class ASHAOptions(_Options):
     """Options of asynchronous successive halving (rungs at grace_period * eta^k)."""
 
@@ -50,6 +78,29 @@ class ASHAOptions(_Options):
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(3.0, gt=1)
     brackets: int = Field(1, ge=1)
+
+
+class HyperbandOptions(_Options):
+    """Options of (synchronous) Hyperband."""
+
+    max_t: int | None = Field(None, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class MedianOptions(_Options):
+    """Options of the median stopping rule."""
+
+    grace_period: int = Field(1, ge=0)
+    min_samples_required: int = Field(3, ge=1)
+
+
+class PBTOptions(_Options):
+    """Options of population-based training; mutations apply to searched lr and momentum."""
+
+    perturbation_interval: int = Field(2, ge=1)
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
+    resample_probability: float = Field(0.25, ge=0, le=1)
+    mutate: tuple[str, ...] = ("lr", "momentum")
 
 
 @dataclass(frozen=True)
@@ -68,19 +119,73 @@ def _random(_: NoOptions, ctx: StrategyContext) -> Any:
     return BasicVariantGenerator(random_state=ctx.seed)
 
 
-def _tpe(opts: TPEOptions, ctx: StrategyContext) -> Any:
+def _grid(_: NoOptions, ctx: StrategyContext) -> Any:
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # The grid is enumerated by search_spaces (respecting conditional parameters). Each point
+    # is listed once per repeat: beyond its points the generator would sample the (empty) space.
+    points = list(ctx.searcher_space.points_to_evaluate) * ctx.repeats
+    return BasicVariantGenerator(points_to_evaluate=points)
+
+
+def _quiet_optuna() -> None:
+    import warnings
+
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _optuna(sampler: Any, ctx: StrategyContext) -> Any:
+    from ray.tune.search.optuna import OptunaSearch
+
+    # Concurrency is capped by TuneConfig(max_concurrent_trials), which wraps any searcher.
+    return OptunaSearch(
+        space=ctx.searcher_space.optuna_space, sampler=sampler, metric=ctx.metric, mode=ctx.mode
+    )
+
+
+def _tpe(opts: TPEOptions, ctx: StrategyContext) -> Any:
+    import optuna
+
+    _quiet_optuna()
+    conditional = ctx.space is not None and ctx.space.is_conditional()
     sampler = optuna.samplers.TPESampler(
         seed=ctx.seed,
         n_startup_trials=opts.n_startup_trials,
         multivariate=opts.multivariate,
+        # group=True models conditional parameters per sub-space instead of sampling them at
+        # random (Optuna marks it experimental; its warning is silenced below).
+        group=opts.multivariate and conditional,
         constant_liar=opts.constant_liar,
     )
-    # Concurrency is capped by TuneConfig(max_concurrent_trials), which wraps any searcher.
-    return OptunaSearch(sampler=sampler, metric=ctx.metric, mode=ctx.mode)
+    return _optuna(sampler, ctx)
+
+
+def _gp(opts: GPOptions, ctx: StrategyContext) -> Any:
+    import optuna
+
+    _quiet_optuna()
+    # The GP models the parameters every trial has; conditional ones are sampled independently,
+    # which Optuna would otherwise warn about on every trial.
+    sampler = optuna.samplers.GPSampler(
+        seed=ctx.seed, n_startup_trials=opts.n_startup_trials, warn_independent_sampling=False
+    )
+    return _optuna(sampler, ctx)
+
+
+def _hyperopt(opts: HyperOptOptions, ctx: StrategyContext) -> Any:
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    return HyperOptSearch(
+        space=ctx.searcher_space.hyperopt_space,
+        metric=ctx.metric,
+        mode=ctx.mode,
+        n_initial_points=opts.n_initial_points,
+        random_state_seed=ctx.seed,
+        gamma=opts.gamma,
+    )
 
 
 def _fifo(_: NoOptions, ctx: StrategyContext) -> Any:
@@ -101,17 +206,69 @@ def _asha(opts: ASHAOptions, ctx: StrategyContext) -> Any:
     )
 
 
+def _hyperband(opts: HyperbandOptions, ctx: StrategyContext) -> Any:
+    from ray.tune.schedulers import HyperBandScheduler
+
+    return HyperBandScheduler(
+        time_attr="training_iteration",
+        max_t=opts.max_t or ctx.max_epochs,
+        reduction_factor=opts.reduction_factor,
+    )
+
+
+def _median(opts: MedianOptions, ctx: StrategyContext) -> Any:
+    from ray.tune.schedulers import MedianStoppingRule
+
+    return MedianStoppingRule(
+        time_attr="training_iteration",
+        grace_period=opts.grace_period,
+        min_samples_required=opts.min_samples_required,
+    )
+
+
+def _pbt(opts: PBTOptions, ctx: StrategyContext) -> Any:
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from search_spaces.convert import to_tune_domains
+
+    domains = to_tune_domains(ctx.space, "random")
+    mutations = {name: domains[name] for name in opts.mutate if name in domains}
+    if not mutations:
+        raise ConfigError(
+            f"PBT mutates {list(opts.mutate)} but none of them is searched",
+            key="scheduler.options.mutate",
+            fix=f"search over one of them, or list searched ones: {ctx.space.names()}",
+        )
+    return PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=opts.perturbation_interval,
+        hyperparam_mutations=mutations,
+        quantile_fraction=opts.quantile_fraction,
+        resample_probability=opts.resample_probability,
+    )
+
+
 SEARCHERS: dict[str, Strategy] = {
     "random": Strategy("random", NoOptions, _random, "random sampling of the search space"),
-    # Grid uses the same generator; the search-space converter turns values into grid axes.
-    "grid": Strategy("grid", NoOptions, _random, "every point of a discrete grid once"),
+    "grid": Strategy("grid", NoOptions, _grid, "every point of a discrete grid once"),
     "tpe": Strategy("tpe", TPEOptions, _tpe, "Bayesian optimisation, Optuna TPE"),
+    "gp": Strategy("gp", GPOptions, _gp, "Bayesian optimisation, Gaussian-process surrogate"),
+    "hyperopt": Strategy("hyperopt", HyperOptOptions, _hyperopt, "Bayesian, HyperOpt TPE"),
 }
 
 SCHEDULERS: dict[str, Strategy] = {
     "fifo": Strategy("fifo", NoOptions, _fifo, "run every trial to the end"),
     "asha": Strategy("asha", ASHAOptions, _asha, "asynchronous successive halving"),
+    "hyperband": Strategy("hyperband", HyperbandOptions, _hyperband, "synchronous Hyperband"),
+    "median": Strategy("median", MedianOptions, _median, "median stopping rule"),
+    "pbt": Strategy("pbt", PBTOptions, _pbt, "population-based training"),
 }
+
+#: Named (searcher, scheduler) pairs. "bohb-like": model-based proposals plus successive halving.
+PRESETS: dict[str, tuple[str, str]] = {"bohb-like": ("tpe", "asha")}
+
+#: Schedulers that change a trial's hyperparameters, which model-based searchers cannot follow.
+NEEDS_RANDOM_SEARCH = frozenset({"pbt"})
 
 
 def lookup(table: dict[str, Strategy], name: str, *, key: str) -> Strategy:
@@ -131,7 +288,7 @@ def parse_options(strategy: Strategy, options: dict[str, Any], *, key: str) -> _
         error = exc.errors()[0]
         option = ".".join(str(part) for part in error["loc"])
         valid = ", ".join(strategy.options.model_fields) or "none"
-        if error["type"] == "extra_forbid" or error["type"] == "extra_forbidden":
+        if error["type"] == "extra_forbidden":
             rule = f"unknown option {option!r} for {strategy.name!r}"
         else:
             rule = f"{option}: {error['msg'].rstrip('.')}, got {error.get('input')!r}"
@@ -147,5 +304,5 @@ def build(
     key: str,
 ) -> Any:
     """Build the named strategy with validated options."""
-    strategy = lookup(table, name, key=f"{key}")
+    strategy = lookup(table, name, key=key)
     return strategy.factory(parse_options(strategy, options, key=f"{key}.options"), ctx)

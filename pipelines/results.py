@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-END_REASONS = ("completed", "stopped_early", "diverged", "failed")
+END_REASONS = ("completed", "stopped_early", "early_stopped", "diverged", "failed")
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,13 @@ def best_of_trial(result: Any, metric: str, mode: str) -> tuple[float, int] | No
     return best
 
 
-def select_best(grid: Any, metric: str, mode: str) -> BestTrial | None:
-    """Return the trial whose best epoch is best across the sweep (ties: first trial)."""
+def select_best(
+    grid: Any, metric: str, mode: str, resolve: Callable[[Mapping[str, Any]], dict[str, Any]]
+) -> BestTrial | None:
+    """Return the trial whose best epoch is best across the sweep (ties: first trial).
+
+    ``resolve`` turns Tune's trial config into the trial's active hyperparameters.
+    """
     winner: BestTrial | None = None
     for result in grid:
         found = best_of_trial(result, metric, mode)
@@ -53,7 +59,7 @@ def select_best(grid: Any, metric: str, mode: str) -> BestTrial | None:
             continue
         winner = BestTrial(
             trial_id=str(result.metrics.get("trial_id", result.path)),
-            config=dict(result.config),
+            config=resolve(result.config),
             value=found[0],
             epoch=found[1],
             checkpoint_dir=_checkpoint_at(result, found[1]),

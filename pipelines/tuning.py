@@ -8,6 +8,7 @@ then is anything written to MLflow, so a rejected sweep leaves no trace there.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,9 @@ def run_sweep(
     elif overrides:
         raise TypeError("overrides apply to a config file; pass a path or apply them yourself")
     plan = plan_sweep(config)
+    if plan.scheduler_name == "pbt" and config.search.seed is not None:
+        # Ray's PBT draws its perturbations from Python's global generator.
+        random.seed(config.search.seed)
     started = time.monotonic()
     with ray_session(address):
         check_resources(config.resources)
@@ -102,7 +106,7 @@ def run_sweep(
         sweep = SweepRun(config.tracking.uri, config.experiment_name)
         parent_id = sweep.start(config.to_dict(), config.trainable.search_space, _tags(plan, data))
         tracker = MlflowTrialCallback(
-            config.tracking.uri, sweep.experiment_id, parent_id, plan.space.names()
+            config.tracking.uri, sweep.experiment_id, parent_id, plan.space.names(), plan.resolve
         )
         extra = [*callbacks]
         if progress:
@@ -123,15 +127,21 @@ def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
     """Assemble the Tuner: trainable with resources, searcher, scheduler, storage, failures."""
     from ray import tune
 
-    from trainables.adapter import make_trial_function
+    from trainables.adapter import TrialSettings, make_trial_function
     from trainables.registry import get_trainable_info
 
     # Tune's newer console reporter prints its tables even at verbose=0; the classic one is silent
     # there, and our own LiveProgress view reports progress instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     config = plan.config
-    info = get_trainable_info(config.trainable.framework)
-    function = make_trial_function(info, config.fault_tolerance.checkpoint_every)
+    settings = TrialSettings(
+        info=get_trainable_info(config.trainable.framework),
+        metric=config.metric,
+        mode=config.mode,
+        checkpoint_every=config.fault_tolerance.checkpoint_every,
+        resolve=plan.resolve,
+    )
+    function = make_trial_function(settings)
     trainable = tune.with_resources(
         tune.with_parameters(function, data=data),
         {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
@@ -141,7 +151,7 @@ def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
         mode=config.mode,
         search_alg=plan.searcher,
         scheduler=plan.scheduler,
-        num_samples=config.search.num_samples,
+        num_samples=plan.num_samples,
         max_concurrent_trials=config.search.max_concurrent,
         time_budget_s=config.search.time_budget_s,
         # Function trainables pay ~2 s of actor start-up per trial without this (ENVIRONMENT.md).
@@ -152,7 +162,7 @@ def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
         storage_path=str(config.storage.path),
         failure_config=tune.FailureConfig(max_failures=config.fault_tolerance.max_failures),
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=config.fault_tolerance.checkpoints_to_keep,
+            num_to_keep=_checkpoints_to_keep(plan),
             checkpoint_score_attribute=config.metric,
             checkpoint_score_order=config.mode,
         ),
@@ -164,11 +174,17 @@ def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
     )
 
 
+def _checkpoints_to_keep(plan: SweepPlan) -> int:
+    """Checkpoints kept per trial; PBT needs more, or one it wants to exploit may be gone."""
+    keep = plan.config.fault_tolerance.checkpoints_to_keep
+    return max(keep, 4) if plan.scheduler_name == "pbt" else keep
+
+
 def _tags(plan: SweepPlan, data: SweepData) -> dict[str, str]:
     config = plan.config
     return {
-        "tunepipe.searcher": config.search.method,
-        "tunepipe.scheduler": config.scheduler.name,
+        "tunepipe.searcher": plan.method,
+        "tunepipe.scheduler": plan.scheduler_name,
         "tunepipe.framework": config.trainable.framework,
         "tunepipe.metric": config.metric,
         "tunepipe.mode": config.mode,
@@ -187,7 +203,7 @@ def _finish(
     config = plan.config
     reasons = count_end_reasons(grid, tracker.end_reasons)
     sweep.log_metrics({f"trials_{k}": v for k, v in reasons.items()} | {"elapsed_s": elapsed})
-    best = select_best(grid, config.metric, config.mode)
+    best = select_best(grid, config.metric, config.mode, plan.resolve)
     if best is None:
         sweep.set_tags({"tunepipe.outcome": "no trial produced a finite metric"})
         sweep.end("FAILED")

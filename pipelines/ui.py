@@ -13,7 +13,7 @@ from rich.console import Console
 
 from pipelines.errors import ConfigError
 from pipelines.links import experiment_link, run_link
-from pipelines.paths import default_artifact_root, default_tracking_uri
+from pipelines.paths import artifact_root_for, default_artifact_root, default_tracking_uri
 
 STARTUP_TIMEOUT_S = 90.0
 
@@ -26,10 +26,12 @@ def start_mlflow_server(tracking_uri: str, host: str, port: int) -> subprocess.P
             key="tracking.uri",
             fix=f"open {tracking_uri} in a browser instead",
         )
+    artifacts = (artifact_root_for(tracking_uri) or default_artifact_root()).as_uri()
     command = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", tracking_uri,
-        "--default-artifact-root", default_artifact_root().as_uri(),
+        "--default-artifact-root", artifacts,
+        "--artifacts-destination", artifacts,
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pipelines import registry
@@ -16,6 +18,7 @@ from pipelines.config import ExperimentConfig
 from pipelines.data import check_data_source, dataset_task
 from pipelines.errors import ConfigError, UserInputError
 from search_spaces import SearchSpace, load_search_space
+from search_spaces.convert import SearcherSpace, flatten_sample, searcher_space
 from trainables.registry import TRAINABLES, TrainableInfo
 
 REQUIRED_HPARAMS = ("epochs", "batch_size")
@@ -28,10 +31,14 @@ class SweepPlan:
     config: ExperimentConfig
     space: SearchSpace
     param_space: dict[str, Any]
+    num_samples: int
     max_epochs: int
     task: str
+    method: str
+    scheduler_name: str
     searcher: Any
     scheduler: Any
+    resolve: Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 def plan_sweep(config: ExperimentConfig) -> SweepPlan:
@@ -58,23 +65,109 @@ def _plan(config: ExperimentConfig) -> SweepPlan:
     _check_metric(config, info, task)
     ImageAugment.from_hparams(dict(config.trainable.params))
 
+    _check_combinations(config, space, task)
+
+    method, scheduler_name = _strategy_names(config)
+    registry.lookup(registry.SEARCHERS, method, key="search.method")
+    converted: SearcherSpace = searcher_space(space, method)
     max_epochs = _max_epochs(config, space)
     ctx = registry.StrategyContext(
         metric=config.metric,
         mode=config.mode,
         seed=config.search.seed,
         max_epochs=max_epochs,
+        space=space,
+        searcher_space=converted,
+        repeats=config.search.num_samples,
     )
     searcher = registry.build(
-        registry.SEARCHERS, config.search.method, config.search.options, ctx, key="search.method"
+        registry.SEARCHERS, method, config.search.options, ctx, key="search.method"
     )
     scheduler = registry.build(
-        registry.SCHEDULERS, config.scheduler.name, config.scheduler.options, ctx, key="scheduler"
+        registry.SCHEDULERS, scheduler_name, config.scheduler.options, ctx, key="scheduler"
     )
     fixed: dict[str, Any] = {"model": config.trainable.model, "seed": config.search.seed or 0}
     fixed.update(config.trainable.params)
-    param_space = {**fixed, **space.to_tune(config.search.method)}
-    return SweepPlan(config, space, param_space, max_epochs, task, searcher, scheduler)
+    num_samples = config.search.num_samples
+    if method == "grid":  # num_samples repeats the enumerated grid
+        num_samples *= converted.num_points or 1
+    return SweepPlan(
+        config=config,
+        space=space,
+        param_space={**fixed, **converted.param_space},
+        num_samples=num_samples,
+        max_epochs=max_epochs,
+        task=task,
+        method=method,
+        scheduler_name=scheduler_name,
+        searcher=searcher,
+        scheduler=scheduler,
+        resolve=partial(resolve_trial_config, space),
+    )
+
+
+def resolve_trial_config(space: SearchSpace, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a trial's hyperparameters as trials see them: flat, only active parameters."""
+    return space.active(flatten_sample(dict(config)))
+
+
+def _strategy_names(config: ExperimentConfig) -> tuple[str, str]:
+    """Return (searcher, scheduler), expanding a preset into its pair."""
+    method, scheduler = config.search.method, config.scheduler.name
+    if config.search.preset is not None:
+        if config.search.preset not in registry.PRESETS:
+            raise ConfigError(
+                f"unknown preset {config.search.preset!r}",
+                key="search.preset",
+                fix=f"use one of: {', '.join(registry.PRESETS)}",
+            )
+        preset = registry.PRESETS[config.search.preset]
+        explicit = [
+            (key, value, wanted)
+            for key, value, wanted, fields in (
+                ("search.method", method, preset[0], config.search.model_fields_set),
+                ("scheduler.name", scheduler, preset[1], config.scheduler.model_fields_set),
+            )
+            if key.split(".")[1] in fields and value != wanted
+        ]
+        if explicit:
+            key, value, wanted = explicit[0]
+            raise ConfigError(
+                f"preset {config.search.preset!r} uses {wanted!r}, but {value!r} is set",
+                key=key,
+                fix="remove the key or the preset",
+            )
+        method, scheduler = preset
+    if scheduler in registry.NEEDS_RANDOM_SEARCH and method != "random":
+        raise ConfigError(
+            f"scheduler {scheduler!r} changes hyperparameters during a trial, which searcher "
+            f"{method!r} cannot follow",
+            key="search.method",
+            fix="use search.method: random with this scheduler",
+        )
+    return method, scheduler
+
+
+def _check_combinations(config: ExperimentConfig, space: SearchSpace, task: str) -> None:
+    """Reject hyperparameter combinations that cannot mean anything."""
+    keys = set(config.trainable.params) | set(space.names())
+    schedule = config.trainable.params.get("lr_schedule", "constant")
+    hypergradient = config.trainable.params.get("hypergradient") is True
+    if (hypergradient or "hypergradient" in space.names()) and (
+        "lr_schedule" in space.names() or schedule != "constant"
+    ):
+        raise ConfigError(
+            "hypergradient descent sets the learning rate itself; an lr_schedule would fight it",
+            key="trainable.params.lr_schedule",
+            fix="use lr_schedule: constant (or drop it) with hypergradient",
+        )
+    augments = {"aug_shift", "aug_flip", "aug_noise"} & keys
+    if augments and config.data.dataset == "diabetes":
+        raise ConfigError(
+            f"image augmentation {sorted(augments)} on tabular data",
+            key="trainable.params",
+            fix="remove the aug_* hyperparameters for this dataset",
+        )
 
 
 def _trainable_info(config: ExperimentConfig) -> TrainableInfo:

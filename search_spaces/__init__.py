@@ -1,12 +1,21 @@
-"""Search spaces: YAML files of typed hyperparameter specs, converted to Ray Tune domains.
+"""Search spaces: YAML files of typed, optionally conditional hyperparameter specs.
 
-Load a file with :func:`load_search_space`, then call :meth:`SearchSpace.to_tune` with the
-searcher name to get the ``param_space`` for ``ray.tune.Tuner``.
+Load a file with :func:`load_search_space`, then call :func:`searcher_space` with the searcher
+name to get what the Tuner and the searcher need (only active parameters are ever sampled), and
+:meth:`SearchSpace.active` to keep a trial config's active parameters. For unconditional spaces,
+:meth:`SearchSpace.to_tune` still returns a flat ``param_space`` of Ray Tune domains.
 """
 
 from __future__ import annotations
 
-from search_spaces.convert import grid_size, to_tune_domains
+from search_spaces.condition import Condition
+from search_spaces.convert import (
+    SearcherSpace,
+    flatten_sample,
+    grid_size,
+    searcher_space,
+    to_tune_domains,
+)
 from search_spaces.loader import load_search_space, parse_search_space
 from search_spaces.space import SearchSpace
 from search_spaces.spec import (
@@ -26,6 +35,7 @@ from search_spaces.spec import (
 __all__ = [
     "PARAM_TYPES",
     "CategoricalSpec",
+    "Condition",
     "ConstantSpec",
     "GridSpec",
     "IntSpec",
@@ -35,9 +45,12 @@ __all__ = [
     "QuantizedSpec",
     "Scalar",
     "SearchSpace",
+    "SearcherSpace",
     "UniformSpec",
+    "flatten_sample",
     "grid_size",
     "load_search_space",
     "parse_search_space",
+    "searcher_space",
     "to_tune_domains",
 ]

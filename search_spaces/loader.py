@@ -6,9 +6,7 @@ the rule (echoing the value) and a fix; raw ``yaml`` and pydantic errors never e
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,8 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from pipelines.errors import SearchSpaceError
+from search_spaces.messages import did_you_mean, short
+from search_spaces.rules import check_conditions
 from search_spaces.space import SearchSpace
 from search_spaces.spec import PARAM_TYPES, ParamSpec
 
@@ -111,11 +111,11 @@ def parse_search_space(data: object, *, source: str) -> SearchSpace:
     if data is None:
         raise fail("file is empty", f"add a 'parameters' mapping, e.g. {_EXAMPLE}")
     if not isinstance(data, dict):
-        raise fail(f"top level must be a mapping, got {_short(data)}", f"write {_EXAMPLE}", None)
+        raise fail(f"top level must be a mapping, got {short(data)}", f"write {_EXAMPLE}", None)
     for top_key in data:
         if top_key != "parameters":
             raise fail(
-                f"unknown top-level key {top_key!r}{_did_you_mean(top_key, ['parameters'])}",
+                f"unknown top-level key {top_key!r}{did_you_mean(top_key, ['parameters'])}",
                 "the only top-level key is 'parameters'",
                 str(top_key),
             )
@@ -124,7 +124,7 @@ def parse_search_space(data: object, *, source: str) -> SearchSpace:
     params = data["parameters"]
     if not isinstance(params, dict) or not params:
         raise fail(
-            f"must be a non-empty mapping of name -> spec, got {_short(params)}",
+            f"must be a non-empty mapping of name -> spec, got {short(params)}",
             f"write {_EXAMPLE}",
         )
     specs: dict[str, Any] = {}
@@ -138,7 +138,7 @@ def parse_search_space(data: object, *, source: str) -> SearchSpace:
             )
         if not isinstance(raw, dict):
             raise fail(
-                f"expected a mapping with a 'type' key, got {_short(raw)}",
+                f"expected a mapping with a 'type' key, got {short(raw)}",
                 f"write e.g. {name}: {{type: constant, value: ...}}; types: {_TYPES}",
                 key,
             )
@@ -146,6 +146,8 @@ def parse_search_space(data: object, *, source: str) -> SearchSpace:
             specs[name] = _SPEC.validate_python(raw)
         except ValidationError as exc:
             raise _translate(exc, raw, source=source, key=key) from None
+    # Rules between parameters (``when`` parents) need every spec parsed first.
+    check_conditions(specs, source=source)
     return SearchSpace(source=source, params=specs)
 
 
@@ -168,31 +170,21 @@ def _translate(
         return SearchSpaceError(cause.rule, fix=cause.fix, source=source, key=sub_key)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         rule = (
-            f"unknown type {tag!r}{_did_you_mean(tag, PARAM_TYPES)}"
+            f"unknown type {tag!r}{did_you_mean(tag, PARAM_TYPES)}"
             if kind == "union_tag_invalid"
             else "missing key 'type'"
         )
         fix = f"use one of: {_TYPES}"
         return SearchSpaceError(rule, fix=fix, source=source, key=f"{key}.type")
     spec_cls = PARAM_TYPES[str(tag)]
-    fields = ["type", *(name for name in spec_cls.model_fields if name != "type")]
+    # ``when`` (shared by every type) goes last: the type's own keys are the ones to see first.
+    own = [name for name in spec_cls.model_fields if name not in ("type", "when")]
+    fields = ["type", *own, "when"]
     fix = f"valid keys for type {tag}: {', '.join(fields)}; e.g. {spec_cls.EXAMPLE}"
     if kind == "extra_forbidden":
-        rule = f"unknown key {loc[-1]!r}{_did_you_mean(loc[-1], fields)}"
+        rule = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], fields)}"
     elif kind == "missing":
         rule = f"missing required key {loc[-1]!r}"
     else:
-        rule = f"{err['msg']}, got {_short(err.get('input'))}"
+        rule = f"{err['msg']}, got {short(err.get('input'))}"
     return SearchSpaceError(rule, fix=fix, source=source, key=where)
-
-
-def _did_you_mean(word: object, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for a near miss of ``word``, else ``""``."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """Return ``repr(value)`` cut to ``limit`` characters, to keep messages on one short line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -8,90 +8,43 @@ Specs know nothing about Ray: :mod:`search_spaces.convert` owns that mapping.
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from pipelines.errors import SearchSpaceError
+from search_spaces.spec_base import (
+    Float,
+    Int,
+    Scalar,
+    ScalarValue,
+    Spec,
+    Values,
+    require_min,
+    require_order,
+)
 
-Scalar = str | bool | int | float
-
-
-def _number(value: object) -> object:
-    # PyYAML follows YAML 1.1, which reads an unquoted ``1e-4`` (no dot) as a *string*; accept
-    # numeric strings so that common spelling works, and reject anything else with a clear rule.
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise SearchSpaceError(
-                f"expected a number, got {value!r}", fix="write a number such as 0.01 or 1.0e-3"
-            ) from None
-    return value
-
-
-def _scalar(value: object) -> object:
-    # Checked up front so a bad value gives one clear error, not one per member of the union.
-    if not isinstance(value, Scalar) or (isinstance(value, float) and not math.isfinite(value)):
-        raise SearchSpaceError(
-            f"expected a str, int, finite float or bool, got {value!r}",
-            fix="use plain scalar values (null, lists and mappings are not supported)",
-        )
-    return value
-
-
-#: Finite float; ints are accepted, bools are not (strict mode), numeric strings are converted.
-Float = Annotated[float, BeforeValidator(_number), Field(strict=True, allow_inf_nan=False)]
-#: Integer; strict so that ``8.5`` or ``true`` is an error rather than silently truncated.
-Int = Annotated[int, Field(strict=True)]
-#: One categorical/grid/constant value; the check rejects None, lists, mappings and NaN.
-ScalarValue = Annotated[Scalar, BeforeValidator(_scalar)]
-Values = Annotated[list[ScalarValue], Field(strict=True)]
+__all__ = [
+    "PARAM_TYPES",
+    "CategoricalSpec",
+    "ConstantSpec",
+    "GridSpec",
+    "IntSpec",
+    "LogIntSpec",
+    "LogUniformSpec",
+    "ParamSpec",
+    "QuantizedSpec",
+    "Scalar",
+    "UniformSpec",
+]
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: A one-line example shown in error messages as part of the fix.
-    EXAMPLE: ClassVar[str]
-
-    def _rules(self) -> None:
-        """Raise :class:`SearchSpaceError` if the values break a rule of this type."""
-
-    @model_validator(mode="after")
-    def _check_rules(self) -> Self:
-        self._rules()
-        return self
-
-    def default(self) -> Scalar:
-        """Return one valid value of this parameter (used for dry runs)."""
-        raise NotImplementedError
-
-
-def _require_order(low: float, high: float, *, inclusive: bool) -> None:
-    if (low > high) if inclusive else (low >= high):
-        raise SearchSpaceError(
-            f"low must be {'<=' if inclusive else '<'} high, got low={low}, high={high}",
-            fix="swap or widen the bounds; for a single value use type: constant",
-            key="low",
-        )
-
-
-def _require_min(low: float, minimum: str, ok: bool) -> None:
-    if not ok:
-        raise SearchSpaceError(
-            f"low must be {minimum} on a log scale, got low={low}",
-            fix="use a positive lower bound, or a non-log type (uniform/int)",
-            key="low",
-        )
-
-
-class _FloatRange(_Spec):
+class _FloatRange(Spec):
     low: Float
     high: Float
 
 
-class _IntRange(_Spec):
+class _IntRange(Spec):
     low: Int
     high: Int
 
@@ -103,7 +56,7 @@ class UniformSpec(_FloatRange):
     type: Literal["uniform"]
 
     def _rules(self) -> None:
-        _require_order(self.low, self.high, inclusive=False)
+        require_order(self.low, self.high, inclusive=False)
 
     def default(self) -> float:
         """Return the midpoint."""
@@ -117,8 +70,8 @@ class LogUniformSpec(_FloatRange):
     type: Literal["loguniform"]
 
     def _rules(self) -> None:
-        _require_min(self.low, "> 0", self.low > 0)
-        _require_order(self.low, self.high, inclusive=False)
+        require_min(self.low, "> 0", self.low > 0)
+        require_order(self.low, self.high, inclusive=False)
 
     def default(self) -> float:
         """Return the geometric mean, the midpoint on a log scale."""
@@ -132,7 +85,7 @@ class IntSpec(_IntRange):
     type: Literal["int"]
 
     def _rules(self) -> None:
-        _require_order(self.low, self.high, inclusive=True)
+        require_order(self.low, self.high, inclusive=True)
 
     def default(self) -> int:
         """Return the midpoint, rounded."""
@@ -146,15 +99,15 @@ class LogIntSpec(_IntRange):
     type: Literal["logint"]
 
     def _rules(self) -> None:
-        _require_min(self.low, ">= 1", self.low >= 1)
-        _require_order(self.low, self.high, inclusive=True)
+        require_min(self.low, ">= 1", self.low >= 1)
+        require_order(self.low, self.high, inclusive=True)
 
     def default(self) -> int:
         """Return the geometric mean, rounded."""
         return round(math.sqrt(self.low * self.high))
 
 
-class QuantizedSpec(_Spec):
+class QuantizedSpec(Spec):
     """A float drawn uniformly from ``[low, high]`` and rounded to a multiple of ``q``."""
 
     EXAMPLE = "{type: quantized, low: 0.0, high: 0.5, q: 0.1}"
@@ -168,7 +121,7 @@ class QuantizedSpec(_Spec):
             raise SearchSpaceError(
                 f"q must be > 0, got q={self.q}", fix="use e.g. q: 0.1", key="q"
             )
-        _require_order(self.low, self.high, inclusive=False)
+        require_order(self.low, self.high, inclusive=False)
         first = self._first_multiple()
         if first > self.high and not math.isclose(first, self.high):
             raise SearchSpaceError(
@@ -183,12 +136,29 @@ class QuantizedSpec(_Spec):
         index = round(scaled) if math.isclose(scaled, round(scaled)) else math.ceil(scaled)
         return index * self.q
 
+    def multiples(self) -> tuple[float, float]:
+        """Return the first and last multiples of ``q`` inside ``[low, high]``.
+
+        Searchers that step from their lower bound (Optuna) or round to multiples of ``q``
+        (HyperOpt) need these instead of ``low``/``high`` to stay on the same grid as Ray's
+        ``quniform``. Values are tidied to 12 significant digits so ``3 * 0.1`` is ``0.3``,
+        which keeps Optuna's divisibility check of ``(high - low) / q`` exact.
+        """
+        scaled = self.high / self.q
+        index = round(scaled) if math.isclose(scaled, round(scaled)) else math.floor(scaled)
+        return _tidy(self._first_multiple()), _tidy(index * self.q)
+
     def default(self) -> float:
         """Return the multiple of ``q`` nearest the midpoint (always inside the bounds)."""
         return round((self.low + self.high) / 2 / self.q) * self.q
 
 
-class _Discrete(_Spec):
+def _tidy(value: float) -> float:
+    # Drops binary noise such as 0.30000000000000004 while keeping any scale (1e-9, 1e6).
+    return float(f"{value:.12g}")
+
+
+class _Discrete(Spec):
     values: Values
 
     def _rules(self) -> None:
@@ -223,7 +193,7 @@ class GridSpec(_Discrete):
     type: Literal["grid"]
 
 
-class ConstantSpec(_Spec):
+class ConstantSpec(Spec):
     """A fixed value, passed to the trainable as it is."""
 
     EXAMPLE = "{type: constant, value: 0.0}"
@@ -248,7 +218,7 @@ ParamSpec = Annotated[
 ]
 
 #: The ``type`` vocabulary, in documentation order, mapped to its spec class.
-PARAM_TYPES: dict[str, type[_Spec]] = {
+PARAM_TYPES: dict[str, type[Spec]] = {
     "uniform": UniformSpec,
     "loguniform": LogUniformSpec,
     "int": IntSpec,

@@ -14,14 +14,23 @@ CONFIGS = REPO / "pipelines" / "configs"
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point every default location (MLflow store, Tune storage) into this test's tmp_path."""
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point every default location (MLflow store, Tune storage) into this test's tmp_path.
+
+    The test also runs in an empty working directory, and fails if anything wrote MLflow state
+    there: every store and artifact location must be explicit, never "wherever the cwd is".
+    """
     home = tmp_path / "tunepipe-home"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
     monkeypatch.setenv("TUNEPIPE_HOME", str(home))
+    monkeypatch.chdir(cwd)
     # Never reach a tracking server or cluster configured in the developer's shell.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    return home
+    yield home
+    leaked = [name for name in ("mlruns", "mlartifacts", "mlflow.db") if (cwd / name).exists()]
+    assert not leaked, f"MLflow state written to the working directory: {leaked}"
 
 
 @pytest.fixture(scope="session")

@@ -1,23 +1,49 @@
 """Turns any implementation of the trainable contract into a Ray Tune function trainable.
 
-The epoch loop lives here once for every framework: restore from a checkpoint, train and evaluate
-an epoch, stop a diverged trial, report metrics and checkpoint through :mod:`trainables.reporting`.
+The epoch loop lives here once for every framework: resolve the trial's active hyperparameters,
+restore from a checkpoint, set the epoch's learning rate from the schedule, train and evaluate,
+stop a diverged trial, stop early on a stalled metric (restoring the best weights), and report
+metrics and checkpoints through :mod:`trainables.reporting`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.augment import ImageAugment
 from pipelines.data import SweepData, quiet_ray_data
 from trainables import reporting
+from trainables.early_stopping import EarlyStopping, early_stopping_from_hparams
 from trainables.registry import TrainableInfo
+from trainables.schedules import LrSchedule, schedule_from_hparams
 
 CHECKPOINT_META = "tunepipe.json"
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a sweep shares besides its hyperparameters.
+
+    Attributes:
+        info: The trainable's registry entry (its class is imported inside the trial).
+        metric: The sweep's metric; early stopping monitors it.
+        mode: ``"min"`` or ``"max"``.
+        checkpoint_every: Epochs between checkpoints.
+        resolve: Turns Tune's trial config into the flat dict of active hyperparameters.
+
+    """
+
+    info: TrainableInfo
+    metric: str
+    mode: str
+    checkpoint_every: int
+    resolve: Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def pick_device(gpus: float) -> str:
@@ -31,7 +57,7 @@ def pick_device(gpus: float) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def first_non_finite(metrics: dict[str, float]) -> str | None:
+def first_non_finite(metrics: dict[str, Any]) -> str | None:
     """Return the name of the first NaN/inf metric, or None when all are finite."""
     for name, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -39,67 +65,116 @@ def first_non_finite(metrics: dict[str, float]) -> str | None:
     return None
 
 
-def make_trial_function(
-    info: TrainableInfo, checkpoint_every: int
-) -> Callable[[dict[str, Any], SweepData], None]:
+def make_trial_function(settings: TrialSettings) -> Callable[[dict[str, Any], SweepData], None]:
     """Return the function Tune runs for each trial.
 
-    Tune passes the trial's hyperparameters as the first argument; the sweep's data is bound with
-    ``tune.with_parameters`` so it travels through the object store once, not per trial. The
-    registry entry travels with the function, so the framework is imported only in the trial.
+    Tune passes the trial's config as the first argument; the sweep's data is bound with
+    ``tune.with_parameters`` so it travels through the object store once, not per trial.
     """
 
-    def run_trial(hparams: dict[str, Any], data: SweepData) -> None:
-        _run_trial(hparams, info, data, checkpoint_every)
+    def run_trial(config: dict[str, Any], data: SweepData) -> None:
+        _Trial(settings, settings.resolve(config), data).run()
 
     return run_trial
 
 
-def _run_trial(
-    hparams: dict[str, Any], info: TrainableInfo, data: SweepData, checkpoint_every: int
-) -> None:
-    quiet_ray_data()
-    cpus, gpus = reporting.trial_resources()
-    implementation = info.load_class()
-    if hasattr(implementation, "set_cpu_threads"):
-        implementation.set_cpu_threads(cpus)
-    trainable = implementation()
-    trainable.setup(hparams, data.spec, pick_device(gpus))
+class _Trial:
+    """One trial's epoch loop (a class so the loop's state has names, not a long function)."""
 
-    last_epoch = 0
-    with reporting.latest_checkpoint() as checkpoint:
-        if checkpoint is not None:
-            trainable.load(checkpoint)
-            last_epoch = json.loads((checkpoint / CHECKPOINT_META).read_text())["epoch"]
-
-    epochs = int(hparams["epochs"])
-    seed = int(hparams.get("seed", 0))
-    augment = ImageAugment.from_hparams(hparams)
-    for epoch in range(last_epoch + 1, epochs + 1):
-        batches = data.train_batches(
-            batch_size=int(hparams["batch_size"]),
-            epoch=epoch,
-            seed=seed,
-            augment=augment,
-            cpus=cpus,
+    def __init__(self, settings: TrialSettings, hparams: dict[str, Any], data: SweepData):
+        quiet_ray_data()
+        self.settings, self.hparams, self.data = settings, hparams, data
+        self.cpus, gpus = reporting.trial_resources()
+        implementation = settings.info.load_class()
+        if hasattr(implementation, "set_cpu_threads"):
+            implementation.set_cpu_threads(self.cpus)
+        self.trainable = implementation()
+        self.trainable.setup(hparams, data.spec, pick_device(gpus))
+        # Trainables without a learning rate (random forests) have nothing to schedule.
+        self.schedule: LrSchedule | None = (
+            schedule_from_hparams(hparams) if "lr" in hparams else None
         )
-        metrics: dict[str, Any] = {**trainable.train_epoch(batches)}
-        metrics.update(trainable.evaluate(data.val_batches()))
+        self.stopper: EarlyStopping | None = early_stopping_from_hparams(hparams, settings.mode)
+        self.restore_best = self.stopper is not None and self.stopper.restore_best
+        self.best_dir = Path(tempfile.mkdtemp(prefix="tunepipe-best-"))
+        self.epochs = int(hparams["epochs"])
+        self.seed = int(hparams.get("seed", 0))
+        self.augment = ImageAugment.from_hparams(hparams)
+        self.last_epoch = 0
+
+    def run(self) -> None:
+        self._restore()
+        for epoch in range(self.last_epoch + 1, self.epochs + 1):
+            metrics = self._train_and_evaluate(epoch)
+            bad = first_non_finite(metrics)
+            if bad is not None:
+                # A diverged trial ends now and is flagged; it is never chosen as best.
+                reporting.report({**metrics, "diverged": 1, "diverged_metric": bad})
+                return
+            metrics["diverged"] = 0
+            if self._should_stop_early(metrics, epoch):
+                self._finish_early(metrics, epoch)
+                return
+            due = epoch % self.settings.checkpoint_every == 0 or epoch == self.epochs
+            reporting.report(metrics, save=self._saver(epoch) if due else None)
+
+    def _train_and_evaluate(self, epoch: int) -> dict[str, Any]:
+        scheduled = self.schedule is not None and self.schedule.name != "constant"
+        if scheduled and hasattr(self.trainable, "set_lr"):
+            assert self.schedule is not None
+            self.trainable.set_lr(self.schedule.lr_for_epoch(epoch - 1))
+        batches = self.data.train_batches(
+            batch_size=int(self.hparams["batch_size"]),
+            epoch=epoch,
+            seed=self.seed,
+            augment=self.augment,
+            cpus=self.cpus,
+        )
+        metrics: dict[str, Any] = {**self.trainable.train_epoch(batches)}
+        metrics.update(self.trainable.evaluate(self.data.val_batches()))
         metrics["epoch"] = epoch
-        bad = first_non_finite(metrics)
-        if bad is not None:
-            # A diverged trial ends now and is flagged; it is never chosen as best.
-            reporting.report({**metrics, "diverged": 1, "diverged_metric": bad})
-            return
-        metrics["diverged"] = 0
-        due = epoch % checkpoint_every == 0 or epoch == epochs
-        reporting.report(metrics, save=_saver(trainable, epoch, hparams) if due else None)
+        if self.schedule is not None:
+            self.schedule.observe(float(metrics.get("val_loss", math.nan)))
+        return metrics
 
+    def _should_stop_early(self, metrics: dict[str, Any], epoch: int) -> bool:
+        if self.stopper is None:
+            return False
+        if self.stopper.update(float(metrics[self.settings.metric]), epoch) and self.restore_best:
+            self.trainable.save(self.best_dir)
+        return self.stopper.should_stop
 
-def _saver(trainable: Any, epoch: int, hparams: dict[str, Any]) -> Callable[[Path], None]:
-    def save(directory: Path) -> None:
-        trainable.save(directory)
-        meta = {"epoch": epoch, "hparams": hparams}
-        (directory / CHECKPOINT_META).write_text(json.dumps(meta, default=str))
+    def _finish_early(self, metrics: dict[str, Any], epoch: int) -> None:
+        assert self.stopper is not None
+        reason = self.stopper.reason(self.settings.metric)
+        if self.restore_best:
+            # The trial ends holding its best weights; the last report describes that model.
+            self.trainable.load(self.best_dir)
+            metrics.update(self.trainable.evaluate(self.data.val_batches()))
+        final = {**metrics, "early_stopped": 1, "early_stopping_reason": reason}
+        reporting.report(final, save=self._saver(epoch))
 
-    return save
+    def _restore(self) -> None:
+        with reporting.latest_checkpoint() as checkpoint:
+            if checkpoint is None:
+                return
+            self.trainable.load(checkpoint)
+            meta = json.loads((checkpoint / CHECKPOINT_META).read_text())
+        self.last_epoch = int(meta["epoch"])
+        if self.schedule is not None and meta.get("schedule"):
+            self.schedule.load_state_dict(meta["schedule"])
+        if self.stopper is not None and meta.get("early_stopping"):
+            self.stopper.load_state_dict(meta["early_stopping"])
+
+    def _saver(self, epoch: int) -> Callable[[Path], None]:
+        def save(directory: Path) -> None:
+            self.trainable.save(directory)
+            meta = {
+                "epoch": epoch,
+                "hparams": self.hparams,
+                "schedule": self.schedule.state_dict() if self.schedule else None,
+                "early_stopping": self.stopper.state_dict() if self.stopper else None,
+            }
+            (directory / CHECKPOINT_META).write_text(json.dumps(meta, default=str))
+
+        return save

@@ -28,6 +28,8 @@ class DataSpec:
         task: ``"classification"`` or ``"regression"``.
         num_train: Rows in the training split.
         num_val: Rows in the validation split.
+        target_std: Regression targets arrive standardised; multiply errors by this to report
+            them in the target's own units (1.0 for classification).
 
     """
 
@@ -36,6 +38,7 @@ class DataSpec:
     task: str
     num_train: int
     num_val: int
+    target_std: float = 1.0
 
 
 @runtime_checkable

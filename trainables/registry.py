@@ -11,8 +11,14 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-#: Keys every trainable understands: consumed by the epoch loop and the data pipeline.
-LOOP_HPARAMS = frozenset({"epochs", "batch_size", "seed", "aug_shift", "aug_flip", "aug_noise"})
+#: Keys the epoch loop (adapter) and data pipeline handle for every framework: the same key means
+#: the same thing in torch, Keras and scikit-learn trials.
+LOOP_HPARAMS = frozenset(
+    {"epochs", "batch_size", "seed", "aug_shift", "aug_flip", "aug_noise"}
+    | {"lr_schedule", "lr_decay", "lr_step_size", "lr_factor", "lr_warmup_epochs", "lr_min"}
+    | {"lr_patience", "lr_min_delta"}
+    | {"early_stopping_patience", "early_stopping_min_delta", "early_stopping_restore_best"}
+)
 
 
 @dataclass(frozen=True)
@@ -58,22 +64,27 @@ TRAINABLES: dict[str, TrainableInfo] = {
         implementation="trainables.torch_trainable:TorchTrainable",
         models=("mlp", "cnn"),
         hparams=frozenset(
-            {
-                "optimizer",
-                "lr",
-                "momentum",
-                "weight_decay",
-                "dropout",
-                "hidden_layers",
-                "hidden_units",
-                "channels",
-            }
+            {"optimizer", "lr", "momentum", "nesterov", "rho", "eps"}
+            | {"initial_accumulator_value", "beta1", "beta2", "hypergradient", "hyper_lr"}
+            | {"weight_decay", "l1", "l2", "dropout", "loss", "huber_delta"}
+            | {"hidden_layers", "hidden_units", "channels"}
         ),
         metrics={
-            "classification": ("train_loss", "val_loss", "val_accuracy"),
-            "regression": ("train_loss", "val_loss", "val_rmse"),
+            "classification": ("train_loss", "lr", "val_loss", "val_accuracy"),
+            "regression": ("train_loss", "lr", "val_loss", "val_rmse", "val_mae"),
         },
         install_hint="pip install 'tunepipe[torch]'",
+    ),
+    "sklearn": TrainableInfo(
+        framework="sklearn",
+        implementation="trainables.sklearn_trainable:SklearnTrainable",
+        models=("random_forest", "gradient_boosting"),
+        hparams=frozenset({"n_estimators", "max_depth", "min_samples_leaf", "lr"}),
+        metrics={
+            "classification": ("train_loss", "n_trees", "val_loss", "val_accuracy"),
+            "regression": ("train_loss", "n_trees", "val_loss", "val_rmse", "val_mae"),
+        },
+        install_hint="pip install scikit-learn skops",
     ),
 }
 

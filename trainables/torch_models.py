@@ -8,13 +8,14 @@ here because the config layer already validated them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from trainables.protocol import DataSpec
+from trainables.torch_losses import check_task, is_binary
 
 DEFAULT_DROPOUT = 0.0
 DEFAULT_HIDDEN_LAYERS = 2
@@ -22,30 +23,50 @@ DEFAULT_HIDDEN_UNITS = 128
 DEFAULT_CHANNELS = 16
 #: Width of the CNN's fully connected layer; fixed by design, not a hyperparameter.
 CNN_DENSE_UNITS = 128
+#: Hyperparameter keys read by this module.
+MODEL_HPARAMS: frozenset[str] = frozenset(
+    {"model", "hidden_layers", "hidden_units", "channels", "dropout"}
+)
 
-TASKS = ("classification", "regression")
 
-
-def output_size(data: DataSpec) -> int:
-    """Return the number of model outputs the task needs.
+def output_size(data: DataSpec, hparams: Mapping[str, Any] | None = None) -> int:
+    """Return the number of model outputs the task and loss need.
 
     Args:
         data: Description of the dataset.
+        hparams: Uses ``loss``: ``binary_cross_entropy`` needs a single logit.
 
     Returns:
-        ``num_classes`` for classification (one logit per class), ``1`` for regression.
+        ``num_classes`` for classification (one logit per class) or 1 for a binary loss; ``1``
+        for regression.
 
     Raises:
-        ValueError: If the task is unknown or a classification task has fewer than two classes.
+        ValueError: If the task is unknown, a classification task has fewer than two classes,
+            or the loss does not fit the task.
 
     """
-    if data.task == "classification":
-        if data.num_classes < 2:
-            raise ValueError(f"classification needs num_classes >= 2, got {data.num_classes}")
-        return data.num_classes
+    check_task(data)
     if data.task == "regression":
         return 1
-    raise ValueError(f"unknown task {data.task!r}; valid tasks: {', '.join(TASKS)}")
+    if data.num_classes < 2:
+        raise ValueError(f"classification needs num_classes >= 2, got {data.num_classes}")
+    return 1 if is_binary(hparams or {}, data) else data.num_classes
+
+
+def split_weights(
+    params: Iterable[nn.Parameter],
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split trainable parameters into weights (dim > 1) and the rest (biases, norm scales).
+
+    Regularisation (``l1``, ``l2``, ``weight_decay``) acts on the weights only: shrinking a bias
+    does not simplify the function, it only shifts it.
+
+    Returns:
+        ``(weights, others)``; frozen parameters are in neither.
+
+    """
+    trainable = [p for p in params if p.requires_grad]
+    return [p for p in trainable if p.dim() > 1], [p for p in trainable if p.dim() <= 1]
 
 
 def _dropout_rate(hparams: Mapping[str, Any]) -> float:
@@ -69,7 +90,7 @@ def build_mlp(hparams: Mapping[str, Any], data: DataSpec) -> nn.Sequential:
     rate 0 so the ``state_dict`` keys do not depend on the dropout hyperparameter.
 
     Args:
-        hparams: Uses ``hidden_layers``, ``hidden_units`` and ``dropout``.
+        hparams: Uses ``hidden_layers``, ``hidden_units``, ``dropout`` and ``loss``.
         data: Supplies the input shape (any rank) and the output size.
 
     Returns:
@@ -85,7 +106,7 @@ def build_mlp(hparams: Mapping[str, Any], data: DataSpec) -> nn.Sequential:
     for _ in range(hidden_layers):
         layers += [nn.Linear(width, hidden_units), nn.ReLU(), nn.Dropout(dropout)]
         width = hidden_units
-    layers.append(nn.Linear(width, output_size(data)))
+    layers.append(nn.Linear(width, output_size(data, hparams)))
     return nn.Sequential(*layers)
 
 
@@ -107,7 +128,7 @@ def build_cnn(hparams: Mapping[str, Any], data: DataSpec) -> nn.Sequential:
     -> linear(128) -> ReLU -> dropout -> linear(outputs)`` with padded 3x3 convolutions.
 
     Args:
-        hparams: Uses ``channels`` and ``dropout``.
+        hparams: Uses ``channels``, ``dropout`` and ``loss``.
         data: Supplies the ``(C, H, W)`` input shape and the output size.
 
     Returns:
@@ -141,7 +162,7 @@ def build_cnn(hparams: Mapping[str, Any], data: DataSpec) -> nn.Sequential:
         nn.Linear(flat, CNN_DENSE_UNITS),
         nn.ReLU(),
         nn.Dropout(dropout),
-        nn.Linear(CNN_DENSE_UNITS, output_size(data)),
+        nn.Linear(CNN_DENSE_UNITS, output_size(data, hparams)),
     )
 
 

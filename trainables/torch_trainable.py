@@ -12,49 +12,25 @@ import torch
 from torch import nn
 
 from trainables.protocol import Batch, DataSpec
-from trainables.torch_models import build_torch_model, output_size
+from trainables.torch_losses import (
+    LOSS_HPARAMS,
+    LossFn,
+    build_loss,
+    penalty_strengths,
+    predicted_classes,
+    weight_penalty,
+)
+from trainables.torch_models import MODEL_HPARAMS, build_torch_model, split_weights
+from trainables.torch_optim import OPTIMIZER_HPARAMS, TrainingOptimizer
 
 MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 #: Rows per forward pass in :meth:`TorchTrainable.predict`; bounds memory on large inputs.
 PREDICT_CHUNK = 1024
-
-DEFAULT_OPTIMIZER = "adam"
-DEFAULT_LR = 1e-3
-DEFAULT_MOMENTUM = 0.0
-DEFAULT_WEIGHT_DECAY = 0.0
 DEFAULT_SEED = 0
 
-VALID_OPTIMIZERS = ("sgd", "adam")
-
-
-def build_optimizer(
-    hparams: Mapping[str, Any], params: Iterable[nn.Parameter]
-) -> torch.optim.Optimizer:
-    """Build the optimiser named by ``hparams["optimizer"]`` (default ``"adam"``).
-
-    Args:
-        hparams: Uses ``optimizer``, ``lr``, ``weight_decay`` and, for SGD only, ``momentum``.
-        params: The parameters to optimise.
-
-    Returns:
-        A ``torch.optim.SGD`` or ``torch.optim.Adam`` instance.
-
-    Raises:
-        ValueError: If the optimiser name is unknown.
-
-    """
-    name = hparams.get("optimizer", DEFAULT_OPTIMIZER)
-    lr = float(hparams.get("lr", DEFAULT_LR))
-    weight_decay = float(hparams.get("weight_decay", DEFAULT_WEIGHT_DECAY))
-    if name == "sgd":
-        momentum = float(hparams.get("momentum", DEFAULT_MOMENTUM))
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(
-        f"unknown optimizer {name!r}; valid optimizers: {', '.join(VALID_OPTIMIZERS)}"
-    )
+#: Every hyperparameter key this trainable reads (documentation; the registry keeps its own copy).
+TORCH_HPARAMS: frozenset[str] = MODEL_HPARAMS | OPTIMIZER_HPARAMS | LOSS_HPARAMS | {"seed"}
 
 
 def load_torch_model(
@@ -90,9 +66,13 @@ def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
 class TorchTrainable:
     """One trial's PyTorch model and optimiser, trained and evaluated an epoch at a time.
 
+    Hyperparameters: the model keys of :mod:`trainables.torch_models`, the optimiser keys of
+    :mod:`trainables.torch_optim`, the loss and penalty keys of :mod:`trainables.torch_losses`
+    and ``seed``; :data:`TORCH_HPARAMS` lists them all.
+
     Attributes:
         model: The ``nn.Module`` being trained (``None`` until :meth:`setup`).
-        optimizer: Its optimiser (``None`` until :meth:`setup`).
+        optimizer: Its ``torch.optim`` optimiser (``None`` until :meth:`setup`).
 
     """
 
@@ -104,29 +84,54 @@ class TorchTrainable:
     def __init__(self) -> None:
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self._training: TrainingOptimizer | None = None
         self._data: DataSpec | None = None
         self._device = torch.device("cpu")
+        self._loss_fn: LossFn | None = None
+        self._weights: list[nn.Parameter] = []
+        self._l1 = self._l2 = 0.0
 
     def setup(self, hparams: Mapping[str, Any], data: DataSpec, device: str) -> None:
-        """Build the model and optimiser from hyperparameters on ``device``.
+        """Build the model, loss and optimiser from hyperparameters on ``device``.
 
         Args:
-            hparams: Flat trial hyperparameters; see :func:`build_torch_model` and
-                :func:`build_optimizer`. ``seed`` (default 0) fixes the weight initialisation.
+            hparams: Flat trial hyperparameters (see :data:`TORCH_HPARAMS`). ``seed`` (default
+                0) fixes the weight initialisation.
             data: Description of the dataset.
             device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
         Raises:
-            ValueError: If the model, optimiser or task is unknown or a value is out of range.
+            ValueError: If the model, optimiser, loss or task is unknown or a value is out of
+                range.
 
         """
-        output_size(data)  # Fails fast on an unknown task before any work is done.
+        # Validated first so a bad task or loss fails before any model is built.
+        self._loss_fn = build_loss(hparams, data)
+        self._l1, self._l2 = penalty_strengths(hparams)
         self._device = torch.device(device)
         self._data = data
         # Seeding right before construction makes the initial weights a function of the seed only.
         torch.manual_seed(int(hparams.get("seed", DEFAULT_SEED)))
         self.model = build_torch_model(hparams, data).to(self._device)
-        self.optimizer = build_optimizer(hparams, self.model.parameters())
+        self._weights, others = split_weights(self.model.parameters())
+        self._training = TrainingOptimizer(hparams, self._weights, others)
+        self.optimizer = self._training.optimizer
+
+    @property
+    def current_lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self._parts()[1].lr
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of every param group (used by the epoch loop's schedules).
+
+        Under hypergradient descent the adaptation continues from ``lr``.
+
+        Raises:
+            ValueError: If ``lr`` is negative or not finite.
+
+        """
+        self._parts()[1].set_lr(lr)
 
     @property
     def _is_classification(self) -> bool:
@@ -138,10 +143,10 @@ class TorchTrainable:
             raise RuntimeError("call setup() first")
         return self._data
 
-    def _parts(self) -> tuple[nn.Module, torch.optim.Optimizer]:
-        if self.model is None or self.optimizer is None:
+    def _parts(self) -> tuple[nn.Module, TrainingOptimizer]:
+        if self.model is None or self._training is None:
             raise RuntimeError("call setup() first")
-        return self.model, self.optimizer
+        return self.model, self._training
 
     def _to_inputs(self, x: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(_writable(x)).to(
@@ -160,38 +165,54 @@ class TorchTrainable:
             yield self._to_inputs(batch["x"]), self._to_targets(batch["y"])
 
     def _loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self._is_classification:
-            return nn.functional.cross_entropy(outputs, targets)
-        return nn.functional.mse_loss(outputs.reshape(-1), targets)
+        if self._loss_fn is None:
+            raise RuntimeError("call setup() first")
+        return self._loss_fn(outputs, targets)
 
     def train_epoch(self, batches: Iterable[Batch]) -> dict[str, float]:
         """Run one optimisation pass over ``batches``.
+
+        The ``l1``/``l2`` penalties join the objective that is minimised but not the reported
+        ``train_loss``, so losses stay comparable across penalty strengths.
 
         Args:
             batches: Mini-batches with ``"x"`` and ``"y"`` numpy arrays.
 
         Returns:
-            ``{"train_loss": mean loss per sample}``.
+            ``{"train_loss": mean data loss per sample, "lr": learning rate at the end}``.
 
         Raises:
             ValueError: If ``batches`` is empty.
 
         """
-        model, optimizer = self._parts()
+        model, training = self._parts()
         model.train()
         # Summed on the device and read once per epoch: a per-batch .item() would force a
         # host-device sync on every step.
         loss_sum = torch.zeros((), device=self._device)
         count = 0
         for x, y in self._tensors(batches):
-            optimizer.zero_grad(set_to_none=True)
+            training.zero_grad()
             loss = self._loss(model(x), y)
-            loss.backward()
-            optimizer.step()
+            penalty = weight_penalty(self._weights, self._l1, self._l2)
+            (loss if penalty is None else loss + penalty).backward()
+            training.step()
             loss_sum += loss.detach() * y.shape[0]
             count += y.shape[0]
         _require_rows(count, "train_epoch")
-        return {"train_loss": loss_sum.item() / count}
+        return {"train_loss": loss_sum.item() / count, "lr": training.lr}
+
+    def _batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return this batch's ``[loss, correct]`` or ``[loss, squared error, absolute error]``.
+
+        Sums over the rows, so batches of any size add up to exact epoch means.
+        """
+        loss = self._loss(outputs, targets) * targets.shape[0]
+        if self._is_classification:
+            correct = (predicted_classes(outputs) == targets).sum()
+            return torch.stack([loss, correct.to(loss.dtype)])
+        errors = outputs.reshape(-1) - targets
+        return torch.stack([loss, errors.square().sum(), errors.abs().sum()])
 
     def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
         """Compute validation metrics over ``batches`` without updating weights.
@@ -200,7 +221,9 @@ class TorchTrainable:
             batches: Mini-batches with ``"x"`` and ``"y"`` numpy arrays.
 
         Returns:
-            ``val_loss`` plus ``val_accuracy`` (classification) or ``val_rmse`` (regression).
+            ``val_loss`` (the training loss, without penalties) plus ``val_accuracy``
+            (classification) or ``val_rmse`` and ``val_mae`` (regression). The regression
+            errors are multiplied by ``data.target_std`` to be in the target's own units.
 
         Raises:
             ValueError: If ``batches`` is empty.
@@ -209,21 +232,24 @@ class TorchTrainable:
         model, _ = self._parts()
         model.eval()
         count = 0
+        # float64 so that long validation sets do not lose precision in the running sums.
+        totals = torch.zeros(2 if self._is_classification else 3, dtype=torch.float64)
+        totals = totals.to(self._device)
         with torch.inference_mode():
-            loss_sum = torch.zeros((), device=self._device)
-            correct = torch.zeros((), device=self._device, dtype=torch.long)
             for x, y in self._tensors(batches):
-                outputs = model(x)
-                loss_sum += self._loss(outputs, y) * y.shape[0]
-                if self._is_classification:
-                    correct += (outputs.argmax(dim=1) == y).sum()
+                totals += self._batch_sums(model(x), y)
                 count += y.shape[0]
         _require_rows(count, "evaluate")
-        val_loss = loss_sum.item() / count
+        sums = [value / count for value in totals.tolist()]  # the epoch's only device sync
         if self._is_classification:
-            return {"val_loss": val_loss, "val_accuracy": correct.item() / count}
-        # The loss is the MSE, so its root is the RMSE without a second pass.
-        return {"val_loss": val_loss, "val_rmse": math.sqrt(val_loss)}
+            return {"val_loss": sums[0], "val_accuracy": sums[1]}
+        # Targets arrive standardised; getattr keeps older DataSpec stand-ins working.
+        scale = float(getattr(self._spec, "target_std", 1.0))
+        return {
+            "val_loss": sums[0],
+            "val_rmse": math.sqrt(sums[1]) * scale,
+            "val_mae": sums[2] * scale,
+        }
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predict in eval mode, in chunks of :data:`PREDICT_CHUNK` rows.
@@ -233,7 +259,7 @@ class TorchTrainable:
 
         Returns:
             Class indices (``int64``, shape ``(n,)``) for classification, or predicted values
-            (``float32``, shape ``(n,)``) for regression.
+            (``float32``, shape ``(n,)``, in standardised units) for regression.
 
         """
         model, _ = self._parts()
@@ -242,7 +268,8 @@ class TorchTrainable:
         with torch.inference_mode():
             for start in range(0, len(x), PREDICT_CHUNK):
                 outputs = model(self._to_inputs(x[start : start + PREDICT_CHUNK]))
-                chunks.append(outputs.argmax(dim=1) if self._is_classification else outputs[:, 0])
+                classes = self._is_classification
+                chunks.append(predicted_classes(outputs) if classes else outputs[:, 0])
         if not chunks:
             dtype = np.int64 if self._is_classification else np.float32
             return np.empty((0,), dtype=dtype)
@@ -255,14 +282,19 @@ class TorchTrainable:
             directory: Destination; created if missing.
 
         """
-        model, optimizer = self._parts()
+        model, training = self._parts()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), directory / MODEL_FILE)
-        torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
+        torch.save(training.state_dict(), directory / OPTIMIZER_FILE)
 
     def load(self, directory: Path) -> None:
         """Restore the state written by :meth:`save`; call after :meth:`setup`.
+
+        The optimiser's buffers (moments, momentum, hypergradient direction) come from the
+        checkpoint, but its hyperparameters (lr, momentum, betas, rho, eps, weight decay) are
+        this trial's: population-based training resumes a trial from another trial's
+        checkpoint with mutated values.
 
         Args:
             directory: Directory holding ``model.pt`` and ``optimizer.pt``.
@@ -272,10 +304,10 @@ class TorchTrainable:
                 containers (refused by ``weights_only=True``).
 
         """
-        model, optimizer = self._parts()
+        model, training = self._parts()
         directory = Path(directory)
         model.load_state_dict(_load_state(directory / MODEL_FILE, self._device))
-        optimizer.load_state_dict(_load_state(directory / OPTIMIZER_FILE, self._device))
+        training.load_state_dict(_load_state(directory / OPTIMIZER_FILE, self._device))
 
 
 def _require_rows(count: int, where: str) -> None:

@@ -11,6 +11,8 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +59,11 @@ def trial_number(trial: Any) -> int:
     return int(digits.group()) if digits else 0
 
 
-def run_name(trial: Any, searched: list[str]) -> str:
+def run_name(trial: Any, hparams: Mapping[str, Any], searched: list[str]) -> str:
     """Name a child run so a person can tell trials apart: number plus key hyperparameters."""
     parts = [f"trial-{trial_number(trial):03d}"]
-    for key in [k for k in NAME_KEYS if k in searched][:3]:
-        value = trial.config.get(key)
+    for key in [k for k in NAME_KEYS if k in searched and k in hparams][:3]:
+        value = hparams[key]
         parts.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
     return " ".join(parts)
 
@@ -80,11 +82,15 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
 class MlflowTrialCallback(Callback):
     """Creates a nested child run per trial and streams its per-epoch metrics.
 
+    Every MLflow write runs, in order, on one background thread: Tune's event loop (which also
+    starts trials and handles their results) never waits for the tracking store.
+
     Args:
         tracking_uri: MLflow tracking URI.
         experiment_id: Experiment holding the sweep.
         parent_run_id: The sweep's parent run.
         searched: Names of the searched hyperparameters (used in run names).
+        resolve: Turns a trial's config into its active hyperparameters (what is logged).
         max_epochs_key: Hyperparameter that holds the planned number of epochs.
 
     """
@@ -95,19 +101,24 @@ class MlflowTrialCallback(Callback):
         experiment_id: str,
         parent_run_id: str,
         searched: list[str],
+        resolve: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
         max_epochs_key: str = "epochs",
     ) -> None:
         self.tracking_uri = tracking_uri
-        self._client: MlflowClient | None = None
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.searched = searched
+        self.resolve = resolve
         self.max_epochs_key = max_epochs_key
         self.run_ids: dict[str, str] = {}
         self.end_reasons: dict[str, str] = {}
+        self._trials: dict[str, tuple[str, dict[str, Any]]] = {}
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush = time.monotonic()
         self._warned = False
+        self._client: MlflowClient | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._queued: list[Future[None]] = []
 
     @property
     def client(self) -> MlflowClient:
@@ -117,18 +128,20 @@ class MlflowTrialCallback(Callback):
         return self._client
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles callbacks with its experiment state; the client is rebuilt on demand.
-        return {**self.__dict__, "_client": None}
+        # Tune pickles callbacks with its experiment state; client and thread are rebuilt.
+        return {**self.__dict__, "_client": None, "_writer": None, "_queued": []}
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Create the trial's child run the first time it starts (not again on retries)."""
-        self._run_id(trial)
+        if trial.trial_id not in self._trials:
+            hparams = self.resolve(trial.config)
+            self._trials[trial.trial_id] = (run_name(trial, hparams, self.searched), hparams)
+            self._submit(self._ensure_run, trial.trial_id)
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        """Buffer the result's metrics at step = training iteration; flush every few seconds."""
-        run_id = self._run_id(trial)
+        """Queue the result's metrics at step = training iteration."""
         step = int(result.get("training_iteration", 0))
         now = int(time.time() * 1000)
         metrics = [
@@ -137,27 +150,27 @@ class MlflowTrialCallback(Callback):
             # MLflow stores NaN fine, but +/-inf breaks its charts; the diverged tag says why.
             if math.isfinite(value) or math.isnan(value)
         ]
-        self._pending.setdefault(run_id, []).extend(metrics)
-        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
-            self.flush()
+        self._submit(self._buffer, trial.trial_id, metrics)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Note a retried failure on the child run (it stays open and continues)."""
-        self._safe(
-            self.client.set_tag, self._run_id(trial), "tunepipe.last_retry_error", _error(trial)
-        )
+        tag = [RunTag("tunepipe.last_retry_error", _error(trial))]
+        self._submit(self._write_tags, trial.trial_id, tag)
 
     def on_trial_complete(
         self, iteration: int, trials: list[Any], trial: Any, **info: Any
     ) -> None:
-        """Close the child run: completed, stopped early by the scheduler, or diverged."""
+        """Close the child run: completed, stopped early, early-stopped, or diverged."""
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
-        planned = int(trial.config.get(self.max_epochs_key, epoch))
+        planned = int(self.resolve(trial.config).get(self.max_epochs_key, epoch))
         if last.get("diverged"):
             reason = "diverged"
             detail = f"{last.get('diverged_metric')} was not finite at epoch {epoch}"
             status = "FAILED"
+        elif last.get("early_stopped"):
+            reason, status = "early_stopped", "FINISHED"
+            detail = str(last.get("early_stopping_reason", "early stopping"))
         elif epoch < planned:
             reason, status = "stopped_early", "FINISHED"
             detail = f"stopped by the scheduler after epoch {epoch} of {planned}"
@@ -171,56 +184,92 @@ class MlflowTrialCallback(Callback):
         self._close(trial, "FAILED", "failed", _error(trial))
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        """Write whatever is still buffered."""
-        self.flush()
+        """Write whatever is still buffered and wait until every write is done."""
+        self._submit(self.flush)
+        self.drain()
+
+    def drain(self) -> None:
+        """Block until every queued MLflow write has run."""
+        for future in self._queued:
+            future.result()
+        self._queued.clear()
 
     def flush(self) -> None:
         """Write buffered metrics; keep them for the next flush if MLflow is unreachable."""
         self._last_flush = time.monotonic()
-        for run_id in list(self._pending):
-            metrics = self._pending[run_id]
+        for trial_id in list(self._pending):
+            run_id = self._ensure_run(trial_id)
+            metrics = self._pending[trial_id]
+            if run_id is None:
+                continue
             for start in range(0, len(metrics), 1000):
-                if not self._safe(
-                    self.client.log_batch, run_id, metrics=metrics[start : start + 1000]
-                ):
-                    self._pending[run_id] = metrics[start:]
+                chunk = metrics[start : start + 1000]
+                if not self._safe(self.client.log_batch, run_id, metrics=chunk):
+                    self._pending[trial_id] = metrics[start:]
                     break
             else:
-                del self._pending[run_id]
+                del self._pending[trial_id]
+
+    def _submit(self, write: Callable[..., Any], *args: Any) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunepipe-mlflow")
+        self._queued = [f for f in self._queued if not f.done()]
+        self._queued.append(self._writer.submit(write, *args))
+
+    def _buffer(self, trial_id: str, metrics: list[Metric]) -> None:
+        self._pending.setdefault(trial_id, []).extend(metrics)
+        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+            self.flush()
 
     def _close(self, trial: Any, status: str, reason: str, detail: str) -> None:
-        run_id = self._run_id(trial)
-        self.flush()
         self.end_reasons[trial.trial_id] = reason
         tags = [RunTag("tunepipe.end_reason", reason), RunTag("tunepipe.end_detail", detail)]
-        self._safe(self.client.log_batch, run_id, tags=tags)
-        self._safe(self.client.set_terminated, run_id, status=status)
+        self._submit(self._finish_run, trial.trial_id, tags, status)
 
-    def _run_id(self, trial: Any) -> str:
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is None:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=run_name(trial, self.searched),
-                tags={
-                    PARENT_TAG: self.parent_run_id,
-                    "tunepipe.kind": "trial",
-                    "tunepipe.trial_id": trial.trial_id,
-                },
-            )
-            run_id = self.run_ids[trial.trial_id] = run.info.run_id
-            log_params(self.client, run_id, dict(trial.config))
+    def _finish_run(self, trial_id: str, tags: list[RunTag], status: str) -> None:
+        self.flush()
+        run_id = self._write_tags(trial_id, tags)
+        if run_id is not None:
+            self._safe(self.client.set_terminated, run_id, status=status)
+
+    def _write_tags(self, trial_id: str, tags: list[RunTag]) -> str | None:
+        run_id = self._ensure_run(trial_id)
+        if run_id is not None:
+            self._safe(self.client.log_batch, run_id, tags=tags)
+        return run_id
+
+    def _ensure_run(self, trial_id: str) -> str | None:
+        """Return the trial's child run id, creating the run if needed (None if MLflow is down)."""
+        if trial_id in self.run_ids:
+            return self.run_ids[trial_id]
+        name, hparams = self._trials[trial_id]
+        tags = {
+            PARENT_TAG: self.parent_run_id,
+            "tunepipe.kind": "trial",
+            "tunepipe.trial_id": trial_id,
+        }
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        except Exception as exc:  # retried on the next write for this trial
+            self._warn(exc)
+            return None
+        run_id: str = run.info.run_id
+        self.run_ids[trial_id] = run_id
+        self._safe(log_params, self.client, run_id, hparams)
         return run_id
 
     def _safe(self, write: Any, *args: Any, **kwargs: Any) -> bool:
         try:
             write(*args, **kwargs)
         except Exception as exc:  # an MLflow outage must not fail the sweep
-            if not self._warned:
-                logger.warning("MLflow write failed, will retry: %s", exc)
-                self._warned = True
+            self._warn(exc)
             return False
         return True
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._warned:
+            logger.warning("MLflow write failed, will retry: %s", exc)
+            self._warned = True
 
 
 def _error(trial: Any) -> str:

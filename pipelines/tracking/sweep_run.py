@@ -13,7 +13,7 @@ import yaml
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipelines.paths import default_artifact_root, default_tracking_uri
+from pipelines.paths import artifact_root_for
 
 #: MLflow accepts at most 100 params per log_batch call.
 PARAMS_PER_BATCH = 100
@@ -36,14 +36,13 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
     """Return the id of experiment ``name``, creating it if needed.
 
-    With the embedded SQLite default, artifacts go to the project-local folder (paths.py).
+    With a local SQLite store, artifacts go to a folder beside the database (paths.py).
     """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
-    location = None
-    if tracking_uri == default_tracking_uri() and tracking_uri.startswith("sqlite:"):
-        location = (default_artifact_root() / name).as_uri()
+    root = artifact_root_for(tracking_uri)
+    location = (root / name).as_uri() if root is not None else None
     return str(client.create_experiment(name, artifact_location=location))
 
 

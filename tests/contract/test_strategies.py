@@ -1,0 +1,161 @@
+"""One contract for every registered searcher and scheduler, run on a cheap real task.
+
+Each strategy: builds from a config, pickles (Tune checkpoints searcher state), runs a small
+sweep on scikit-learn digits with a conditional space (momentum only for SGD), samples and logs
+only active parameters, and is reproducible with a seed where the library allows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+from ray import cloudpickle
+
+from pipelines import registry, run_sweep
+from pipelines.validate import plan_sweep
+from tests.conftest import shrunk
+
+CONTINUOUS = """
+parameters:
+  optimizer: {type: categorical, values: [sgd, adam]}
+  momentum:  {type: uniform, low: 0.0, high: 0.9, when: {optimizer: sgd}}
+  lr:        {type: loguniform, low: 1.0e-3, high: 3.0e-2}
+"""
+DISCRETE = """
+parameters:
+  optimizer: {type: categorical, values: [sgd, adam]}
+  momentum:  {type: categorical, values: [0.0, 0.9], when: {optimizer: sgd}}
+  lr:        {type: categorical, values: [0.003, 0.01]}
+"""
+PBT_SPACE = """
+parameters:
+  lr:       {type: loguniform, low: 1.0e-3, high: 3.0e-2}
+  momentum: {type: uniform, low: 0.5, high: 0.95}
+"""
+
+
+def _config(tmp_path: Path, method: str, scheduler: str, space_text: str, **extra: Any) -> Any:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    space = tmp_path / "space.yaml"
+    space.write_text(space_text)
+    overrides = {
+        "search.method": method,
+        "search.num_samples": 1 if method == "grid" else 4,
+        "search.seed": 0,
+        "search.options": {},
+        "scheduler.name": scheduler,
+        "scheduler.options": {},
+        "trainable.search_space": str(space),
+        "trainable.params.epochs": 4,
+        "trainable.params.batch_size": 64,
+        **extra,
+    }
+    return shrunk("digits_mlp_random.yaml", **overrides)
+
+
+def _check_conditional(summary: Any, plan: Any) -> None:
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    children = client.search_runs(
+        [summary.mlflow_experiment_id], filter_string="tags.`tunepipe.kind` = 'trial'"
+    )
+    assert len(children) == len(list(summary.results))
+    for child in children:
+        params = child.data.params
+        assert ("momentum" in params) == (params["optimizer"] == "sgd"), params
+    for result in summary.results:
+        hparams = plan.resolve(result.config)
+        assert ("momentum" in hparams) == (hparams["optimizer"] == "sgd"), hparams
+
+
+def _suggestions(method: str, tmp_path: Path, count: int = 4) -> list[dict[str, Any]]:
+    plan = plan_sweep(_config(tmp_path, method, "fifo", CONTINUOUS))
+    searcher = plan.searcher
+    return [plan.resolve(searcher.suggest(f"trial_{i}")) for i in range(count)]
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.parametrize("method", sorted(registry.SEARCHERS))
+def test_searcher_contract(method: str, tmp_path: Path) -> None:
+    space = DISCRETE if method == "grid" else CONTINUOUS
+    config = _config(tmp_path, method, "fifo", space)
+    plan = plan_sweep(config)
+    cloudpickle.loads(cloudpickle.dumps(plan.searcher))
+
+    summary = run_sweep(config, progress=False)
+    if method == "grid":
+        points = {tuple(sorted(plan.resolve(r.config).items())) for r in summary.results}
+        # sgd x 2 momenta x 2 lrs + adam x 2 lrs: momentum never multiplies the adam points
+        assert len(points) == len(list(summary.results)) == 6
+    else:
+        assert len(list(summary.results)) == 4
+    assert summary.end_reasons["completed"] == len(list(summary.results))
+    _check_conditional(summary, plan)
+
+
+@pytest.mark.parametrize("method", ["tpe", "gp", "hyperopt"])
+def test_model_based_searchers_are_reproducible_with_a_seed(method: str, tmp_path: Path) -> None:
+    first = _suggestions(method, tmp_path / "a")
+    second = _suggestions(method, tmp_path / "b")
+    assert first == second
+    assert len({tuple(sorted(s.items())) for s in first}) == len(first)  # not one point repeated
+
+
+def test_grid_is_the_same_enumeration_every_time(tmp_path: Path) -> None:
+    from search_spaces.convert import searcher_space
+
+    plans = [plan_sweep(_config(tmp_path, "grid", "fifo", DISCRETE)) for _ in range(2)]
+    assert plans[0].num_samples == plans[1].num_samples == 6
+    first, second = (searcher_space(p.space, "grid").points_to_evaluate for p in plans)
+    assert first == second and len(first) == 6
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_random_search_is_reproducible_with_a_seed(tmp_path: Path) -> None:
+    configs = []
+    for run in ("a", "b"):
+        config = _config(
+            tmp_path / run, "random", "fifo", CONTINUOUS, **{"trainable.params.epochs": 1}
+        )
+        summary = run_sweep(config, progress=False)
+        plan = plan_sweep(config)
+        configs.append(
+            sorted(str(sorted(plan.resolve(r.config).items())) for r in summary.results)
+        )
+    assert configs[0] == configs[1]
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.parametrize("scheduler", sorted(registry.SCHEDULERS))
+def test_scheduler_contract(scheduler: str, tmp_path: Path) -> None:
+    space = PBT_SPACE if scheduler == "pbt" else CONTINUOUS
+    extra = {"trainable.params.optimizer": "sgd"} if scheduler == "pbt" else {}
+    config = _config(tmp_path, "random", scheduler, space, **extra)
+    plan = plan_sweep(config)
+    cloudpickle.loads(cloudpickle.dumps(plan.scheduler))
+
+    summary = run_sweep(config, progress=False)
+    results = list(summary.results)
+    assert len(results) == 4
+    assert not [r for r in results if r.error is not None]
+    assert summary.best_metric < 1.0  # val_loss; chance level on 10 classes is ln(10) = 2.3
+    if scheduler != "pbt":
+        _check_conditional(summary, plan)
+    epochs = [int(r.metrics_dataframe["epoch"].max()) for r in results]
+    assert max(epochs) == 4  # at least one trial reached the horizon
+
+
+def test_bohb_like_preset_is_tpe_plus_asha(tmp_path: Path) -> None:
+    plan = plan_sweep(shrunk("digits_bohb_like.yaml"))
+    assert (plan.method, plan.scheduler_name) == ("tpe", "asha")
+    assert type(plan.scheduler).__name__ == "AsyncHyperBandScheduler"
+    assert type(plan.searcher).__name__ == "OptunaSearch"
+
+
+def test_pbt_with_a_model_based_searcher_is_rejected(tmp_path: Path) -> None:
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"search\.method"):
+        plan_sweep(_config(tmp_path, "tpe", "pbt", PBT_SPACE))
