@@ -30,6 +30,7 @@ def sweep(scheduler: str, seed: int, home: Path) -> dict[str, float]:
 
     overrides = {
         "search.method": "random",
+        "search.options": {},
         "search.num_samples": CONFIGS,
         "search.seed": seed,
         "search.max_concurrent": 2,

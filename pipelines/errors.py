@@ -8,6 +8,7 @@ fix, so the CLI can print it as it is and exit with code 2 instead of showing a 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class UserInputError(ValueError):
@@ -42,9 +43,20 @@ class UserInputError(ValueError):
         rule = self.rule.rstrip(".")
         return f"{prefix}{rule}. Fix: {self.fix}".replace("\n", " ")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors raised inside a trial are pickled back to the driver; the default reduction
+        # would call __init__ with the message only and lose the keyword-only fields.
+        return (_rebuild, (type(self), self.rule, self.fix, self.source, self.key))
+
     def with_source(self, source: str | Path) -> UserInputError:
         """Return a copy that names ``source`` (used when the file is known only higher up)."""
         return type(self)(self.rule, fix=self.fix, source=source, key=self.key)
+
+
+def _rebuild(
+    cls: type[UserInputError], rule: str, fix: str, source: str | None, key: str | None
+) -> UserInputError:
+    return cls(rule, fix=fix, source=source, key=key)
 
 
 class ConfigError(UserInputError):

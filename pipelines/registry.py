@@ -245,7 +245,32 @@ def _pbt(opts: PBTOptions, ctx: StrategyContext) -> Any:
         hyperparam_mutations=mutations,
         quantile_fraction=opts.quantile_fraction,
         resample_probability=opts.resample_probability,
+        custom_explore_fn=ClipToBounds.from_space(ctx.space, list(mutations)),
     )
+
+
+@dataclass(frozen=True)
+class ClipToBounds:
+    """PBT explore step that keeps perturbed values inside the search space's bounds.
+
+    Ray's PBT multiplies a value by 1.2 or 0.8 without looking at its domain, so a momentum of
+    0.9 can become 1.08, which no optimiser accepts.
+    """
+
+    bounds: tuple[tuple[str, float, float], ...]
+
+    @classmethod
+    def from_space(cls, space: Any, names: list[str]) -> ClipToBounds:
+        """Collect ``(name, low, high)`` of the bounded parameters among ``names``."""
+        specs = [(name, space.params[name]) for name in names]
+        return cls(tuple((n, s.low, s.high) for n, s in specs if hasattr(s, "low")))
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Clip each bounded parameter of ``config`` in place and return it."""
+        for name, low, high in self.bounds:
+            if name in config:
+                config[name] = type(config[name])(min(max(config[name], low), high))
+        return config
 
 
 SEARCHERS: dict[str, Strategy] = {

