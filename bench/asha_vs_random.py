@@ -122,6 +122,7 @@ def write_report(rows: list[dict[str, float]]) -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
+    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (REPO / "bench" / "results" / "asha_vs_random.md").write_text(text)
 
 

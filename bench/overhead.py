@@ -168,6 +168,7 @@ def write_report(times: dict[str, list[float]]) -> None:
     lines += [f"| {name} | {value:.2f} |" for name, value in ratios.items()]
     text = "\n".join(lines) + "\n"
     print(text)
+    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (REPO / "bench" / "results" / "overhead.md").write_text(text)
     (REPO / "bench" / "results" / "overhead.json").write_text(
         json.dumps({"times_s": times, "ratios": ratios}, indent=2)
