@@ -29,6 +29,7 @@ class StrategyContext:
         searcher_space: The space converted for the chosen searcher
             (:class:`~search_spaces.convert.SearcherSpace`).
         repeats: How often grid search runs its whole grid (``search.num_samples``).
+        max_concurrent: Trials in flight at most (None: as many as resources allow).
 
     """
 
@@ -39,6 +40,7 @@ class StrategyContext:
     space: Any = None
     searcher_space: Any = None
     repeats: int = 1
+    max_concurrent: int | None = None
 
 
 class _Options(BaseModel):
@@ -116,7 +118,8 @@ class Strategy:
 def _random(_: NoOptions, ctx: StrategyContext) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=ctx.seed)
+    # Tune's max_concurrent_trials ignores this generator: it takes the limit itself.
+    return BasicVariantGenerator(random_state=ctx.seed, max_concurrent=ctx.max_concurrent or 0)
 
 
 def _grid(_: NoOptions, ctx: StrategyContext) -> Any:
@@ -125,7 +128,7 @@ def _grid(_: NoOptions, ctx: StrategyContext) -> Any:
     # The grid is enumerated by search_spaces (respecting conditional parameters). Each point
     # is listed once per repeat: beyond its points the generator would sample the (empty) space.
     points = list(ctx.searcher_space.points_to_evaluate) * ctx.repeats
-    return BasicVariantGenerator(points_to_evaluate=points)
+    return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=ctx.max_concurrent or 0)
 
 
 def _quiet_optuna() -> None:

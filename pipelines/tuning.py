@@ -152,7 +152,10 @@ def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
         search_alg=plan.searcher,
         scheduler=plan.scheduler,
         num_samples=plan.num_samples,
-        max_concurrent_trials=config.search.max_concurrent,
+        # The random/grid generator takes its limit itself (registry); Tune would ignore it.
+        max_concurrent_trials=None
+        if plan.method in ("random", "grid")
+        else config.search.max_concurrent,
         time_budget_s=config.search.time_budget_s,
         # Function trainables pay ~2 s of actor start-up per trial without this (ENVIRONMENT.md).
         reuse_actors=True,

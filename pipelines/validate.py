@@ -79,6 +79,7 @@ def _plan(config: ExperimentConfig) -> SweepPlan:
         space=space,
         searcher_space=converted,
         repeats=config.search.num_samples,
+        max_concurrent=config.search.max_concurrent,
     )
     searcher = registry.build(
         registry.SEARCHERS, method, config.search.options, ctx, key="search.method"

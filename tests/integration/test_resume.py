@@ -32,10 +32,15 @@ class KillWorkerOnce(Callback):
 
 
 def test_killed_trial_continues_its_epoch_counter_from_the_checkpoint() -> None:
+    # MNIST CNN epochs (~1.5 s) rather than digits MLP ones (~0.1 s): the kill must land while
+    # the trial still runs, even when a loaded machine delays the driver's callback by seconds.
     config = shrunk(
-        "digits_mlp_random.yaml",
+        "mnist_cnn.yaml",
         **{
+            "search.method": "random",
+            "search.options": {},
             "search.num_samples": 1,
+            "scheduler": {"name": "fifo"},
             "trainable.params.epochs": 5,
             "fault_tolerance.max_failures": 1,
         },
@@ -46,17 +51,18 @@ def test_killed_trial_continues_its_epoch_counter_from_the_checkpoint() -> None:
     assert len(killer.killed) == 1, "the fault was not injected"
     (result,) = list(summary.results)
     assert result.error is None
-    epochs = list(result.metrics_dataframe["epoch"])
-    pids = set(result.metrics_dataframe["pid"])
-    assert max(epochs) == 5
-    assert epochs.count(1) == 1, f"the trial restarted from scratch: {epochs}"
-    assert len(epochs) <= 5 + 1, f"more than one epoch was redone: {epochs}"
-    assert next(iter(killer.killed.values())) in pids and len(pids) == 2  # a new process took over
+    assert result.metrics["pid"] != next(iter(killer.killed.values()))  # a new process finished
 
+    # Every report, in order, from MLflow: Tune rewrites its own result files on restore.
     client = MlflowClient(summary.mlflow_tracking_uri)
     (child,) = client.search_runs(
         [summary.mlflow_experiment_id], filter_string="tags.`tunepipe.kind` = 'trial'"
     )
+    history = client.get_metric_history(child.info.run_id, "epoch")
+    epochs = [int(m.value) for m in sorted(history, key=lambda m: (m.timestamp, m.step))]
+    assert max(epochs) == 5
+    assert epochs.count(1) == 1, f"the trial restarted from scratch: {epochs}"
+    assert len(epochs) <= 5 + 1, f"more than one epoch was redone: {epochs}"
     assert child.info.status == "FINISHED"
     assert "tunepipe.last_retry_error" in child.data.tags
     assert child.data.tags["tunepipe.end_reason"] == "completed"
