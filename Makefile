@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[torch,dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[torch,tensorflow,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

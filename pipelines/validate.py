@@ -180,6 +180,13 @@ def _trainable_info(config: ExperimentConfig) -> TrainableInfo:
             fix=f"use one of: {', '.join(TRAINABLES)}",
         )
     info = TRAINABLES[framework]
+    missing = info.missing_modules()
+    if missing:  # found now, not as the same ImportError in every trial
+        raise ConfigError(
+            f"the {framework} trainable needs {', '.join(missing)}, which is not installed",
+            key="trainable.framework",
+            fix=info.install_hint,
+        )
     if config.trainable.model not in info.models:
         raise ConfigError(
             f"unknown {framework} model {config.trainable.model!r}",

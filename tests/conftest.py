@@ -52,3 +52,24 @@ def shrunk(name: str, **overrides: Any) -> Any:
     from pipelines.config import load_config
 
     return load_config(CONFIGS / name, overrides)
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One compute thread for tiny in-process models.
+
+    Extra intra-op threads only add spin-wait overhead, which balloons on a busy CI box. torch is
+    restored afterwards; TensorFlow fixes its pools once per process, so it keeps one.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from trainables.keras_runtime import limit_cpu_threads
+    except ModuleNotFoundError:  # TensorFlow not installed: the Keras tests skip themselves
+        pass
+    else:
+        limit_cpu_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -59,3 +59,12 @@ class TrialTrainable(Protocol):
 
     def load(self, directory: Path) -> None:
         """Restore the state written by :meth:`save` (after :meth:`setup`)."""
+
+
+def require_rows(count: int, where: str) -> None:
+    """Raise ``ValueError`` when an epoch saw no rows.
+
+    An empty split would otherwise surface as a ZeroDivisionError far from its cause.
+    """
+    if count == 0:
+        raise ValueError(f"{where} received no rows")

@@ -8,6 +8,7 @@ the implementation lazily inside the trial.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ class TrainableInfo:
         hparams: Hyperparameter keys it understands (besides :data:`LOOP_HPARAMS`).
         metrics: Metric names reported per task.
         install_hint: What to install when the framework is missing.
+        requires: Top-level modules the implementation imports (checked before a sweep).
 
     """
 
@@ -41,6 +43,11 @@ class TrainableInfo:
     hparams: frozenset[str]
     metrics: dict[str, tuple[str, ...]]
     install_hint: str
+    requires: tuple[str, ...] = ()
+
+    def missing_modules(self) -> list[str]:
+        """Return the required modules that are not installed (found without importing them)."""
+        return [name for name in self.requires if not _installed(name)]
 
     def load_class(self) -> type[Any]:
         """Import and return the implementation class (the framework import happens here)."""
@@ -58,22 +65,45 @@ class TrainableInfo:
         return self.hparams | LOOP_HPARAMS
 
 
+#: The neural-network keys: torch and Keras read every one of them with the same meaning
+#: (see trainables.optimizer_settings, loss_settings and model_settings).
+NEURAL_HPARAMS = frozenset(
+    {"optimizer", "lr", "momentum", "nesterov", "rho", "eps"}
+    | {"initial_accumulator_value", "beta1", "beta2", "hypergradient", "hyper_lr"}
+    | {"weight_decay", "l1", "l2", "dropout", "loss", "huber_delta"}
+    | {"hidden_layers", "hidden_units", "channels"}
+)
+NEURAL_METRICS = {
+    "classification": ("train_loss", "lr", "val_loss", "val_accuracy"),
+    "regression": ("train_loss", "lr", "val_loss", "val_rmse", "val_mae"),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install is as good as none
+        return False
+
+
 TRAINABLES: dict[str, TrainableInfo] = {
     "torch": TrainableInfo(
         framework="torch",
         implementation="trainables.torch_trainable:TorchTrainable",
         models=("mlp", "cnn"),
-        hparams=frozenset(
-            {"optimizer", "lr", "momentum", "nesterov", "rho", "eps"}
-            | {"initial_accumulator_value", "beta1", "beta2", "hypergradient", "hyper_lr"}
-            | {"weight_decay", "l1", "l2", "dropout", "loss", "huber_delta"}
-            | {"hidden_layers", "hidden_units", "channels"}
-        ),
-        metrics={
-            "classification": ("train_loss", "lr", "val_loss", "val_accuracy"),
-            "regression": ("train_loss", "lr", "val_loss", "val_rmse", "val_mae"),
-        },
+        hparams=NEURAL_HPARAMS,
+        metrics=NEURAL_METRICS,
         install_hint="pip install 'tunepipe[torch]'",
+        requires=("torch",),
+    ),
+    "tensorflow": TrainableInfo(
+        framework="tensorflow",
+        implementation="trainables.keras_trainable:KerasTrainable",
+        models=("mlp", "cnn"),
+        hparams=NEURAL_HPARAMS,
+        metrics=NEURAL_METRICS,
+        install_hint="pip install 'tunepipe[tensorflow]'",
+        requires=("tensorflow", "keras"),
     ),
     "sklearn": TrainableInfo(
         framework="sklearn",
@@ -85,6 +115,7 @@ TRAINABLES: dict[str, TrainableInfo] = {
             "regression": ("train_loss", "n_trees", "val_loss", "val_rmse", "val_mae"),
         },
         install_hint="pip install scikit-learn skops",
+        requires=("sklearn", "skops"),
     ),
 }
 

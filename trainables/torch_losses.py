@@ -1,9 +1,6 @@
 """Training losses and weight penalties for the torch trainable.
 
-The loss is chosen by the ``loss`` hyperparameter and defaults by task (``cross_entropy`` for
-classification, ``mse`` for regression). The ``l1`` and ``l2`` penalties are added to the
-*training* objective only: they shape the weights, but reported losses stay comparable across
-trials with different penalty strengths.
+The keys and their validation live in :mod:`trainables.loss_settings`, shared with Keras.
 """
 
 from __future__ import annotations
@@ -15,64 +12,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipelines.errors import ConfigError
+from trainables.loss_settings import (
+    LOSS_HPARAMS,
+    check_task,
+    huber_delta,
+    is_binary,
+    loss_name,
+    penalty_strengths,
+)
 from trainables.protocol import DataSpec
-from trainables.schedules import number_hparam
 
-TASKS = ("classification", "regression")
-CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
-REGRESSION_LOSSES = ("mse", "mae", "huber")
-DEFAULT_LOSSES = {"classification": "cross_entropy", "regression": "mse"}
-DEFAULT_HUBER_DELTA = 1.0
-#: Hyperparameter keys read by this module.
-LOSS_HPARAMS: frozenset[str] = frozenset({"loss", "huber_delta", "l1", "l2"})
+__all__ = [
+    "LOSS_HPARAMS",
+    "LossFn",
+    "build_loss",
+    "check_task",
+    "is_binary",
+    "loss_name",
+    "penalty_strengths",
+    "predicted_classes",
+    "weight_penalty",
+]
 
 #: ``(outputs, targets) -> mean loss over the batch`` (a 0-dim tensor).
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def check_task(data: DataSpec) -> None:
-    """Raise ``ValueError`` unless ``data.task`` is one of :data:`TASKS`."""
-    if data.task not in TASKS:
-        raise ValueError(f"unknown task {data.task!r}; valid tasks: {', '.join(TASKS)}")
-
-
-def loss_name(hparams: Mapping[str, Any], data: DataSpec) -> str:
-    """Return the validated loss name for this trial.
-
-    Args:
-        hparams: Uses ``loss`` (default by task).
-        data: Supplies the task and the number of classes.
-
-    Returns:
-        One of :data:`CLASSIFICATION_LOSSES` or :data:`REGRESSION_LOSSES`.
-
-    Raises:
-        ValueError: Unknown task or loss, a loss of the other task, or ``binary_cross_entropy``
-            with other than two classes.
-
-    """
-    check_task(data)
-    name = hparams.get("loss") or DEFAULT_LOSSES[data.task]
-    valid = CLASSIFICATION_LOSSES if data.task == "classification" else REGRESSION_LOSSES
-    if name not in valid:
-        raise ConfigError(
-            f"loss {name!r} does not fit a {data.task} task",
-            fix=f"set loss to one of {', '.join(valid)}",
-            key="loss",
-        )
-    if name == "binary_cross_entropy" and data.num_classes != 2:
-        raise ConfigError(
-            f"loss 'binary_cross_entropy' needs 2 classes, the data has {data.num_classes}",
-            fix="use loss 'cross_entropy' for more than two classes",
-            key="loss",
-        )
-    return str(name)
-
-
-def is_binary(hparams: Mapping[str, Any], data: DataSpec) -> bool:
-    """Return whether the model has a single logit (``loss: binary_cross_entropy``)."""
-    return loss_name(hparams, data) == "binary_cross_entropy"
 
 
 def _binary_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -108,9 +71,7 @@ def build_loss(hparams: Mapping[str, Any], data: DataSpec) -> LossFn:
     if name == "binary_cross_entropy":
         return _binary_cross_entropy
     if name == "huber":
-        delta = number_hparam(
-            hparams, "huber_delta", DEFAULT_HUBER_DELTA, lambda v: v > 0, "a number > 0"
-        )
+        delta = huber_delta(hparams)
         return partial(_regression, partial(nn.functional.huber_loss, delta=delta))
     elementwise = {"mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss}
     return partial(_regression, elementwise[name])
@@ -121,19 +82,6 @@ def predicted_classes(outputs: torch.Tensor) -> torch.Tensor:
     if outputs.shape[1] == 1:
         return (outputs[:, 0] > 0).long()
     return outputs.argmax(dim=1)
-
-
-def penalty_strengths(hparams: Mapping[str, Any]) -> tuple[float, float]:
-    """Return the validated ``(l1, l2)`` penalty strengths (both default 0).
-
-    Raises:
-        ValueError: If either is negative or not a finite number.
-
-    """
-    return (
-        number_hparam(hparams, "l1", 0.0, lambda v: v >= 0, "a number >= 0"),
-        number_hparam(hparams, "l2", 0.0, lambda v: v >= 0, "a number >= 0"),
-    )
 
 
 def weight_penalty(weights: Sequence[torch.Tensor], l1: float, l2: float) -> torch.Tensor | None:

@@ -11,63 +11,35 @@ uniformly:
 * re-applying the trial's own hyperparameters after a checkpoint is loaded, which population
   based training needs: it resumes a trial from another trial's checkpoint with mutated values.
 
-Hyperparameters (defaults in brackets; the Keras trainable reads the same keys):
-
-* ``optimizer``: ``sgd``, ``adagrad``, ``rmsprop``, ``adam`` or ``adamw`` [adam]; ``lr`` [1e-3].
-* sgd: ``momentum`` [0], ``nesterov`` [False, needs momentum > 0].
-* rmsprop: ``rho`` [0.9] (torch's ``alpha``), ``momentum`` [0], ``eps`` [1e-7].
-* adagrad: ``eps`` [1e-7], ``initial_accumulator_value`` [0.1].
-* adam, adamw: ``beta1`` [0.9], ``beta2`` [0.999], ``eps`` [1e-7].
-* every optimiser: ``weight_decay`` [0], ``hypergradient`` [False], ``hyper_lr`` (see
-  :data:`DEFAULT_HYPER_LR`).
-
-The ``eps`` and ``initial_accumulator_value`` defaults are Keras's, so one search space means
-the same thing in both frameworks.
+The hyperparameters and their defaults are documented and validated in
+:mod:`trainables.optimizer_settings`, shared with the Keras trainable.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from pipelines.errors import ConfigError
-from trainables.schedules import number_hparam
-
-OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
-DEFAULT_OPTIMIZER = "adam"
-DEFAULT_LR = 1e-3
-DEFAULT_EPS = 1e-7
-DEFAULT_RHO = 0.9
-DEFAULT_BETA1 = 0.9
-DEFAULT_BETA2 = 0.999
-DEFAULT_INITIAL_ACCUMULATOR = 0.1
-#: Default ``hyper_lr`` per optimiser, from Baydin et al. (2018). The hypergradient
-#: ``g . d`` is about ``|g|**2`` for SGD but about ``sum(|g|)`` for the adaptive rules, whose
-#: step ``d`` has a magnitude of about 1 per parameter; so their rate needs a much smaller step.
-DEFAULT_HYPER_LR = {"sgd": 1e-3, "adagrad": 1e-7, "rmsprop": 1e-7, "adam": 1e-7, "adamw": 1e-7}
-
-#: Hyperparameter keys read by this module.
-OPTIMIZER_HPARAMS: frozenset[str] = frozenset(
-    {
-        "optimizer",
-        "lr",
-        "momentum",
-        "nesterov",
-        "rho",
-        "eps",
-        "initial_accumulator_value",
-        "beta1",
-        "beta2",
-        "weight_decay",
-        "hypergradient",
-        "hyper_lr",
-    }
+from trainables.optimizer_settings import (
+    OPTIMIZER_HPARAMS,
+    OptimizerSettings,
+    checked_lr,
+    flag_hparam,
+    optimizer_settings,
 )
+
+__all__ = [
+    "OPTIMIZER_HPARAMS",
+    "HypergradientLR",
+    "TrainingOptimizer",
+    "decay_weights",
+    "flag_hparam",
+    "optimizer_settings",
+    "torch_options",
+]
 
 # Any: the classes take different keyword options, which one base type cannot describe.
 _CLASSES: dict[str, Any] = {
@@ -79,130 +51,18 @@ _CLASSES: dict[str, Any] = {
 }
 
 
-def flag_hparam(hparams: Mapping[str, Any], key: str, default: bool) -> bool:
-    """Read a boolean hyperparameter; ``default`` if absent or None.
+def torch_options(settings: OptimizerSettings) -> dict[str, Any]:
+    """Return the torch param-group options other than ``lr`` and ``weight_decay``.
 
-    Raises:
-        ConfigError: For anything but a boolean (or 0/1), e.g. the string ``"false"``, which
-            ``bool()`` would silently read as True.
-
+    Torch names two of them differently: ``alpha`` is ``rho``, ``betas`` is
+    ``(beta1, beta2)``.
     """
-    value = hparams.get(key)
-    if value is None:
-        return default
-    if value not in (True, False):
-        raise ConfigError(
-            f"{key} must be true or false, got {value!r}", fix=f"set {key} to a boolean", key=key
-        )
-    return bool(value)
-
-
-def _fraction(hparams: Mapping[str, Any], key: str, default: float) -> float:
-    return number_hparam(hparams, key, default, lambda v: 0 <= v < 1, "a number in [0, 1)")
-
-
-def _eps(hparams: Mapping[str, Any]) -> float:
-    return number_hparam(hparams, "eps", DEFAULT_EPS, lambda v: v > 0, "a number > 0")
-
-
-def _sgd_options(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    momentum = _fraction(hparams, "momentum", 0.0)
-    nesterov = flag_hparam(hparams, "nesterov", False)
-    if nesterov and momentum == 0:
-        raise ConfigError(
-            "nesterov needs momentum > 0, got momentum 0",
-            fix="set momentum above 0 or nesterov to false",
-            key="nesterov",
-        )
-    return {"momentum": momentum, "nesterov": nesterov}
-
-
-def _rmsprop_options(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "alpha": _fraction(hparams, "rho", DEFAULT_RHO),
-        "momentum": _fraction(hparams, "momentum", 0.0),
-        "eps": _eps(hparams),
-    }
-
-
-def _adagrad_options(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    initial = number_hparam(
-        hparams,
-        "initial_accumulator_value",
-        DEFAULT_INITIAL_ACCUMULATOR,
-        lambda v: v >= 0,
-        "a number >= 0",
-    )
-    return {"eps": _eps(hparams), "initial_accumulator_value": initial}
-
-
-def _adam_options(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    betas = (
-        _fraction(hparams, "beta1", DEFAULT_BETA1),
-        _fraction(hparams, "beta2", DEFAULT_BETA2),
-    )
-    return {"betas": betas, "eps": _eps(hparams)}
-
-
-_OPTIONS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "sgd": _sgd_options,
-    "adagrad": _adagrad_options,
-    "rmsprop": _rmsprop_options,
-    "adam": _adam_options,
-    "adamw": _adam_options,
-}
-
-
-@dataclass(frozen=True)
-class OptimizerSettings:
-    """The validated optimiser hyperparameters of one trial.
-
-    Attributes:
-        name: One of :data:`OPTIMIZERS`.
-        lr: Initial learning rate.
-        options: The torch param-group options other than ``lr`` and ``weight_decay``, under
-            torch's names (``alpha`` for ``rho``, ``betas`` for ``beta1``/``beta2``).
-        weight_decay: Decoupled weight decay per unit of learning rate.
-        hyper_lr: Step size of hypergradient descent on ``lr``; ``None`` when it is off.
-
-    """
-
-    name: str
-    lr: float
-    options: dict[str, Any]
-    weight_decay: float
-    hyper_lr: float | None
-
-
-def optimizer_settings(hparams: Mapping[str, Any]) -> OptimizerSettings:
-    """Validate the optimiser hyperparameters; keys of other optimisers are ignored.
-
-    Raises:
-        ValueError: Unknown optimiser, out-of-range value, or nesterov without momentum.
-
-    """
-    name = hparams.get("optimizer") or DEFAULT_OPTIMIZER
-    if name not in _CLASSES:
-        raise ConfigError(
-            f"unknown optimizer {name!r}",
-            fix=f"set optimizer to one of {', '.join(OPTIMIZERS)}",
-            key="optimizer",
-        )
-    hyper_lr = None
-    if flag_hparam(hparams, "hypergradient", False):
-        hyper_lr = number_hparam(
-            hparams, "hyper_lr", DEFAULT_HYPER_LR[name], lambda v: v > 0, "a number > 0"
-        )
-    return OptimizerSettings(
-        name=name,
-        # lr 0 is allowed: it freezes the weights, which is useful to measure a model as it is.
-        lr=number_hparam(hparams, "lr", DEFAULT_LR, lambda v: v >= 0, "a number >= 0"),
-        options=_OPTIONS[name](hparams),
-        weight_decay=number_hparam(
-            hparams, "weight_decay", 0.0, lambda v: v >= 0, "a number >= 0"
-        ),
-        hyper_lr=hyper_lr,
-    )
+    options = dict(settings.options)
+    if "rho" in options:
+        options["alpha"] = options.pop("rho")
+    if "beta1" in options:
+        options["betas"] = (options.pop("beta1"), options.pop("beta2"))
+    return options
 
 
 @torch.no_grad()
@@ -335,6 +195,7 @@ class TrainingOptimizer:
 
         """
         self.settings = optimizer_settings(hparams)
+        self._options = torch_options(self.settings)
         self._weights = list(weights)
         # AdamW decays inside its own step, in the weights group only; the others get it here.
         adamw = self.settings.name == "adamw"
@@ -345,7 +206,7 @@ class TrainingOptimizer:
         self._group_decay = [decay for _, decay in pairs]
         # Built with the options because some act at construction (Adagrad's accumulator).
         self.optimizer = _CLASSES[self.settings.name](
-            [{"params": g} for g in groups], lr=self.settings.lr, **self.settings.options
+            [{"params": g} for g in groups], lr=self.settings.lr, **self._options
         )
         self._lr = self.settings.lr
         self._hyper = None
@@ -366,9 +227,7 @@ class TrainingOptimizer:
             ValueError: If ``lr`` is negative or not finite.
 
         """
-        lr = float(lr)
-        if not (math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+        lr = checked_lr(lr)
         if self._hyper is not None:
             self._hyper.set_lr(lr)
             return
@@ -380,7 +239,7 @@ class TrainingOptimizer:
         """Write this trial's hyperparameters (and current lr) into every param group."""
         group_lr = 1.0 if self._hyper is not None else self._lr
         for group, decay in zip(self.optimizer.param_groups, self._group_decay, strict=True):
-            group.update(self.settings.options)
+            group.update(self._options)
             # Torch's own (coupled) decay stays off except in AdamW, where it is decoupled.
             group.update(lr=group_lr, weight_decay=decay)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.protocol import Batch, DataSpec
+from trainables.protocol import Batch, DataSpec, require_rows
 from trainables.torch_losses import (
     LOSS_HPARAMS,
     LossFn,
@@ -199,7 +199,7 @@ class TorchTrainable:
             training.step()
             loss_sum += loss.detach() * y.shape[0]
             count += y.shape[0]
-        _require_rows(count, "train_epoch")
+        require_rows(count, "train_epoch")
         return {"train_loss": loss_sum.item() / count, "lr": training.lr}
 
     def _batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -239,7 +239,7 @@ class TorchTrainable:
             for x, y in self._tensors(batches):
                 totals += self._batch_sums(model(x), y)
                 count += y.shape[0]
-        _require_rows(count, "evaluate")
+        require_rows(count, "evaluate")
         sums = [value / count for value in totals.tolist()]  # the epoch's only device sync
         if self._is_classification:
             return {"val_loss": sums[0], "val_accuracy": sums[1]}
@@ -308,12 +308,6 @@ class TorchTrainable:
         directory = Path(directory)
         model.load_state_dict(_load_state(directory / MODEL_FILE, self._device))
         training.load_state_dict(_load_state(directory / OPTIMIZER_FILE, self._device))
-
-
-def _require_rows(count: int, where: str) -> None:
-    # An empty split would otherwise surface as a ZeroDivisionError far from its cause.
-    if count == 0:
-        raise ValueError(f"{where} received no rows")
 
 
 def _writable(array: np.ndarray) -> np.ndarray:

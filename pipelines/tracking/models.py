@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from trainables.protocol import DataSpec
@@ -84,17 +86,44 @@ def _log_sklearn(
     )
 
 
-_LOGGERS = {"torch": _log_torch, "sklearn": _log_sklearn}
+def _log_keras(
+    hparams: dict[str, Any], spec: DataSpec, checkpoint_dir: Path, example: np.ndarray, name: str
+) -> Any:
+    from trainables.keras_trainable import load_keras_model
+
+    # Imported after (mlflow.keras imports keras at once): TensorFlow's log settings come first.
+    mlflow_keras = importlib.import_module("mlflow.keras")
+    model = load_keras_model(hparams, spec, checkpoint_dir)
+    example = example.astype(np.float32)
+    # A signature, not an input example: mlflow.keras 3.17 writes the example before it creates
+    # the model folder (FileNotFoundError). The batch dimension of a tensor signature is -1.
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
+    # The native .keras format: architecture as JSON plus weights, loaded in Keras's safe mode.
+    return mlflow_keras.log_model(
+        model, name="model", signature=signature, registered_model_name=name
+    )
+
+
+_LOGGERS = {"torch": _log_torch, "sklearn": _log_sklearn, "tensorflow": _log_keras}
 
 
 def load_registered_model(
     tracking_uri: str, model_name: str, alias: str = CHALLENGER, framework: str = "torch"
 ) -> Any:
-    """Load ``models:/<name>@<alias>`` in its framework's flavour (torch module or estimator)."""
+    """Load ``models:/<name>@<alias>`` in its framework's flavour.
+
+    Returns:
+        A torch module, a scikit-learn estimator or a Keras model.
+
+    """
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     uri = f"models:/{model_name}@{alias}"
+    if framework == "tensorflow":
+        import trainables.keras_runtime  # noqa: F401  (TensorFlow's log settings first)
+
+        return importlib.import_module("mlflow.keras").load_model(uri)
     if framework == "sklearn":
         import mlflow.sklearn
 

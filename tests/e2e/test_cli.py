@@ -106,3 +106,23 @@ def test_ui_serves_the_store_on_loopback_and_stops_on_ctrl_c(
     time.sleep(0.5)
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass  # the MLflow server child was stopped too
+
+
+def test_validate_switches_to_tensorflow_by_one_key_without_its_log_noise(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    config = str(CONFIGS / "mnist_cnn.yaml")
+    done = subprocess.run(
+        [*TUNEPIPE, "validate", config, "--set", "trainable.framework=tensorflow"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "val_accuracy" in output
+    noise = re.compile(r"tensorflow/|oneDNN|cpu_feature_guard|absl::|^[IWE]\d{4} ", re.M)
+    assert not noise.search(output), output[-3000:]

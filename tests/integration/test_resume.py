@@ -31,12 +31,14 @@ class KillWorkerOnce(Callback):
             os.kill(result["pid"], signal.SIGKILL)
 
 
-def test_killed_trial_continues_its_epoch_counter_from_the_checkpoint() -> None:
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_killed_trial_continues_its_epoch_counter_from_the_checkpoint(framework: str) -> None:
     # MNIST CNN epochs (~1.5 s) rather than digits MLP ones (~0.1 s): the kill must land while
     # the trial still runs, even when a loaded machine delays the driver's callback by seconds.
     config = shrunk(
         "mnist_cnn.yaml",
         **{
+            "trainable.framework": framework,
             "search.method": "random",
             "search.options": {},
             "search.num_samples": 1,

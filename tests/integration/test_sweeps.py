@@ -65,10 +65,18 @@ def _check_mlflow_mirrors_tune(summary: Any, num_trials: int) -> dict[str, Any]:
     return by_trial
 
 
-def test_tpe_asha_sweep_on_mnist_is_mirrored_in_mlflow_and_registers_a_scoring_model() -> None:
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_tpe_asha_sweep_on_mnist_is_mirrored_in_mlflow_and_registers_a_scoring_model(
+    framework: str,
+) -> None:
     config = shrunk(
         "mnist_cnn.yaml",
-        **{"search.num_samples": 8, "trainable.params.epochs": 3, "data.val_fraction": 0.2},
+        **{
+            "trainable.framework": framework,
+            "search.num_samples": 8,
+            "trainable.params.epochs": 3,
+            "data.val_fraction": 0.2,
+        },
     )
     summary = run_sweep(config, progress=False)
 
@@ -83,13 +91,23 @@ def test_tpe_asha_sweep_on_mnist_is_mirrored_in_mlflow_and_registers_a_scoring_m
 
     # The registered model scores the validation split at the accuracy recorded for it.
     assert summary.model_version == "1"
-    model = load_registered_model(summary.mlflow_tracking_uri, "mnist_cnn", "challenger")
-    x_val, y_val = _validation_split(config)
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(x_val))
-    accuracy = float((logits.argmax(1).numpy() == y_val).mean())
-    assert accuracy == pytest.approx(summary.best_metric, abs=1e-9)
+    assert _registered_accuracy(summary, config) == pytest.approx(summary.best_metric, abs=1e-9)
     assert summary.best_metric > 0.85
+
+
+def _registered_accuracy(summary: Any, config: Any) -> float:
+    """Load ``models:/<name>@challenger`` in its own flavour and score the validation split."""
+    framework = config.trainable.framework
+    model = load_registered_model(
+        summary.mlflow_tracking_uri, config.name, "challenger", framework=framework
+    )
+    x_val, y_val = _validation_split(config)
+    if framework == "torch":
+        with torch.inference_mode():
+            logits = model(torch.from_numpy(x_val)).numpy()
+    else:
+        logits = model.predict(x_val, verbose=0)
+    return float((logits.argmax(1) == y_val).mean())
 
 
 def _validation_split(config: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -153,3 +171,39 @@ def test_diverged_trial_is_stopped_flagged_failed_and_never_best(tmp_path: Path)
     assert bad.info.status == "FAILED"
     assert bad.data.tags["tunepipe.end_reason"] == "diverged"
     assert "not finite at epoch 1" in bad.data.tags["tunepipe.end_detail"]
+
+
+def _layout(summary: Any) -> dict[str, Any]:
+    """What a user sees in MLflow, without the values: run kinds, param and metric names."""
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    (parent,) = _runs(summary, "sweep")
+    children = _runs(summary, "trial")
+    child_metrics = set().union(*(c.data.metrics for c in children))
+    child_params = set().union(*(c.data.params for c in children))
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    return {
+        "children": len(children),
+        "parent_params": sorted(parent.data.params),
+        "parent_metrics": sorted(parent.data.metrics),
+        "parent_artifacts": sorted(artifacts),
+        "child_params": sorted(child_params),
+        "child_metrics": sorted(child_metrics),
+        "tags": sorted(k for k in parent.data.tags if k.startswith("tunepipe.")),
+    }
+
+
+@pytest.mark.slow
+def test_the_same_files_tune_torch_and_tensorflow_alike() -> None:
+    """The demo sweep (8 trials, TPE + ASHA, MNIST-5k) with only trainable.framework changed."""
+    layouts, accuracies = {}, {}
+    for framework in ("torch", "tensorflow"):
+        config = shrunk("mnist_cnn.yaml", **{"trainable.framework": framework})
+        summary = run_sweep(config, progress=False)
+        _check_mlflow_mirrors_tune(summary, 8)
+        layouts[framework] = _layout(summary)
+        accuracies[framework] = summary.best_metric
+        assert summary.best_metric >= 0.95, (framework, summary.best_metric)
+        assert _registered_accuracy(summary, config) == pytest.approx(
+            summary.best_metric, abs=1e-9
+        )
+    assert layouts["torch"] == layouts["tensorflow"]

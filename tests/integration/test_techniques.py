@@ -12,6 +12,7 @@ from tests.conftest import shrunk
 from trainables.schedules import lr_formula
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+FRAMEWORKS = ["torch", "tensorflow"]
 
 SCHEDULE_PARAMS = {
     "lr_decay": 0.3,
@@ -22,7 +23,8 @@ SCHEDULE_PARAMS = {
 }
 
 
-def test_logged_lr_of_each_schedule_matches_its_formula(tmp_path: Path) -> None:
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_logged_lr_of_each_schedule_matches_its_formula(tmp_path: Path, framework: str) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(
         "parameters:\n  lr_schedule: {type: grid, values: [time, step, exponential, cosine]}\n"
@@ -31,6 +33,7 @@ def test_logged_lr_of_each_schedule_matches_its_formula(tmp_path: Path) -> None:
     config = shrunk(
         "digits_mlp_random.yaml",
         **{
+            "trainable.framework": framework,
             "search.method": "grid",
             "search.num_samples": 1,
             "trainable.search_space": str(space),
@@ -60,12 +63,16 @@ def test_logged_lr_of_each_schedule_matches_its_formula(tmp_path: Path) -> None:
         assert [m.value for m in history] == pytest.approx(expected, rel=1e-6), name
 
 
-def test_early_stopping_ends_the_trial_and_restores_the_best_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_early_stopping_ends_the_trial_and_restores_the_best_weights(
+    tmp_path: Path, framework: str
+) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("parameters:\n  dropout: {type: constant, value: 0.0}\n")
     config = shrunk(
         "digits_mlp_random.yaml",
         **{
+            "trainable.framework": framework,
             "trainable.search_space": str(space),
             "search.num_samples": 1,
             "trainable.params.epochs": 10,
@@ -96,12 +103,16 @@ def test_early_stopping_ends_the_trial_and_restores_the_best_weights(tmp_path: P
     assert "val_loss" in child.data.tags["tunepipe.end_detail"]
 
 
-def test_hypergradient_inside_a_sweep_raises_a_too_small_learning_rate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_hypergradient_inside_a_sweep_raises_a_too_small_learning_rate(
+    tmp_path: Path, framework: str
+) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("parameters:\n  dropout: {type: constant, value: 0.0}\n")
     config = shrunk(
         "digits_mlp_random.yaml",
         **{
+            "trainable.framework": framework,
             "trainable.search_space": str(space),
             "search.num_samples": 1,
             "trainable.params.epochs": 3,

@@ -25,10 +25,23 @@ SCRIPT = textwrap.dedent(
     import pipelines, search_spaces, trainables
     import pipelines.cli, pipelines.tuning, pipelines.tracking, trainables.adapter
     from pipelines.config import load_config
+    from pipelines.errors import ConfigError
     from pipelines.validate import plan_sweep
 
-    plan = plan_sweep(load_config("pipelines/configs/mnist_cnn.yaml"))
-    assert plan.max_epochs == 9
+    plan = plan_sweep(load_config("pipelines/configs/digits_random_forest.yaml"))
+    assert plan.max_epochs > 0
+    # A sweep on a framework that is not installed is refused before any trial starts.
+    for framework, extra in [("torch", "torch"), ("tensorflow", "tensorflow")]:
+        config = load_config(
+            "pipelines/configs/mnist_cnn.yaml", {"trainable.framework": framework}
+        )
+        try:
+            plan_sweep(config)
+        except ConfigError as exc:
+            assert f"tunepipe[{extra}]" in str(exc), exc
+            assert exc.key == "trainable.framework"
+        else:
+            raise AssertionError(f"planned a {framework} sweep without {framework}")
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not loaded, loaded
     print("ok")
@@ -36,7 +49,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_core_imports_and_plans_without_torch() -> None:
+def test_core_imports_and_plans_without_torch_or_tensorflow() -> None:
     completed = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=300
     )
@@ -58,3 +71,18 @@ def test_missing_framework_gives_an_install_hint() -> None:
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert "pip install 'tunepipe[torch]'" in completed.stdout
+
+
+def test_only_the_keras_modules_import_tensorflow() -> None:
+    """TensorFlow loads only in a Keras trial (or when a Keras model is logged or loaded)."""
+    import re
+
+    pattern = re.compile(r"^\s*(import|from)\s+(tensorflow|keras)\b", re.MULTILINE)
+    importers = sorted(
+        str(path.relative_to(REPO))
+        for package in ("pipelines", "trainables", "search_spaces")
+        for path in (REPO / package).rglob("*.py")
+        if pattern.search(path.read_text())
+    )
+    assert importers, "the pattern found nothing: it is broken"
+    assert all(re.fullmatch(r"trainables/keras_\w+\.py", name) for name in importers), importers

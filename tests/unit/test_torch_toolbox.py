@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,15 +15,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_diabetes, load_digits
+from sklearn.datasets import load_digits
 from torch import nn
 
+from tests.datasets import diabetes_standardised, digits_images
 from trainables.protocol import DataSpec
 from trainables.torch_losses import build_loss, weight_penalty
 from trainables.torch_optim import HypergradientLR, TrainingOptimizer
 from trainables.torch_trainable import TORCH_HPARAMS, TorchTrainable
 
 BATCH_SIZE = 64
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @dataclasses.dataclass
@@ -45,28 +48,15 @@ def split(x: np.ndarray, y: np.ndarray, num_classes: int, task: str) -> Split:
     return Split(x[train], y[train], x[val], y[val], spec)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # Tiny models: extra intra-op threads only add overhead on a busy CI box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits() -> Split:
-    bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32)
-    return split(x, bunch.target.astype(np.int64), 10, "classification")
+    x, y = digits_images()
+    return split(x.reshape(len(x), -1), y, 10, "classification")
 
 
 @pytest.fixture(scope="module")
 def diabetes() -> Split:
-    bunch = load_diabetes()
-    x = bunch.data.astype(np.float32)
-    x = (x - x.mean(axis=0)) / x.std(axis=0)
-    y = ((bunch.target - bunch.target.mean()) / bunch.target.std()).astype(np.float32)
+    x, y, _ = diabetes_standardised()
     return split(x, y, 0, "regression")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_diabetes, load_digits
 from torch import nn
 
-from trainables.protocol import DataSpec, TrialTrainable
+from tests.datasets import diabetes_standardised, digits_images
+from trainables.protocol import DataSpec
 from trainables.torch_models import build_torch_model
 from trainables.torch_trainable import TorchTrainable, load_torch_model
 
 DIGITS_SHAPE = (1, 8, 8)
+pytestmark = pytest.mark.usefixtures("single_thread")
 BATCH_SIZE = 64
 
 
@@ -40,31 +40,15 @@ class Split:
         )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # The models are tiny: intra-op threads only add spin-wait overhead, which balloons when
-    # the CI box is busy with other jobs. Restored so other test modules are unaffected.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits() -> Split:
-    bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32).reshape(-1, *DIGITS_SHAPE)
-    y = bunch.target.astype(np.int64)
+    x, y = digits_images()
     return Split(x, y, {"num_classes": 10, "task": "classification"}, DIGITS_SHAPE)
 
 
 @pytest.fixture(scope="module")
 def diabetes() -> Split:
-    bunch = load_diabetes()
-    x = bunch.data.astype(np.float32)
-    x = (x - x.mean(axis=0)) / x.std(axis=0)
-    # Standardised targets keep the test fast: raw targets (25..346) need many more epochs.
-    y = ((bunch.target - bunch.target.mean()) / bunch.target.std()).astype(np.float32)
+    x, y, _ = diabetes_standardised()
     return Split(x, y, {"num_classes": 0, "task": "regression"}, (x.shape[1],))
 
 
@@ -108,10 +92,6 @@ class Exploit:
 
 def _trigger() -> None:
     Exploit.triggered = True
-
-
-def test_satisfies_protocol() -> None:
-    assert isinstance(TorchTrainable(), TrialTrainable)
 
 
 @pytest.mark.parametrize(
@@ -234,15 +214,6 @@ def test_cnn_rejects_vector_input(diabetes: Split) -> None:
         make({"model": "cnn"}, diabetes)
 
 
-def test_seed_controls_initialisation(digits: Split) -> None:
-    def weights(seed: int) -> list[torch.Tensor]:
-        return list(make({"model": "mlp", "seed": seed}, digits).model.state_dict().values())
-
-    same = zip(weights(3), weights(3), strict=True)
-    assert all(torch.equal(a, b) for a, b in same)
-    assert not torch.equal(weights(3)[0], weights(4)[0])
-
-
 def test_unknown_model_names_valid_ones(digits: Split) -> None:
     with pytest.raises(ValueError, match="resnet") as info:
         make({"model": "resnet"}, digits)
@@ -293,40 +264,6 @@ def test_predict_chunks_and_dtypes(digits: Split) -> None:
     with torch.no_grad():
         expected = trainable.model(torch.from_numpy(x)).argmax(dim=1).numpy()
     np.testing.assert_array_equal(predictions, expected)
-
-
-def test_checkpoint_round_trip(digits: Split, tmp_path: Path) -> None:
-    hparams = {"model": "cnn", "optimizer": "adam", "lr": 5e-3, "channels": 4, "seed": 7}
-    original = make(hparams, digits)
-    fit(original, digits, epochs=2)
-    checkpoint = tmp_path / "checkpoint"  # tmp_path itself also holds conftest's cwd
-    original.save(checkpoint)
-    assert {p.name for p in checkpoint.iterdir()} == {"model.pt", "optimizer.pt"}
-
-    restored = make(hparams, digits)
-    restored.load(checkpoint)
-    val = batches(digits.x_val, digits.y_val)
-    assert restored.evaluate(val) == original.evaluate(val)
-
-    # Same next epoch on both: the optimiser state (Adam moments, step) was restored too.
-    next_epoch = batches(digits.x_train, digits.y_train, seed=99)
-    assert restored.train_epoch(next_epoch) == original.train_epoch(next_epoch)
-    for a, b in zip(
-        restored.model.state_dict().values(), original.model.state_dict().values(), strict=True
-    ):
-        assert torch.equal(a, b)
-
-
-def test_checkpoint_without_optimizer_state_differs(digits: Split, tmp_path: Path) -> None:
-    # Guards the round-trip test: a fresh Adam after loading weights would diverge.
-    hparams = {"model": "mlp", "lr": 5e-3}
-    original = make(hparams, digits)
-    fit(original, digits, epochs=1)
-    original.save(tmp_path)
-    weights_only = make(hparams, digits)
-    weights_only.model.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
-    next_epoch = batches(digits.x_train, digits.y_train, seed=5)
-    assert weights_only.train_epoch(next_epoch) != original.train_epoch(next_epoch)
 
 
 def test_load_refuses_pickled_objects(digits: Split, tmp_path: Path) -> None:

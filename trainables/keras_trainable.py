@@ -1,0 +1,274 @@
+"""Keras 3 (TensorFlow backend) implementation of the trainable contract.
+
+Same hyperparameter keys, metrics and checkpoint semantics as
+:class:`trainables.torch_trainable.TorchTrainable`; the epoch loop, schedules and early stopping
+are the adapter's, shared by both. Training runs a custom step compiled with ``tf.function``
+(forward, loss, L1/L2 penalty, gradients, optimiser) rather than ``model.fit``: the epoch loop,
+per-epoch learning rates and hypergradient descent belong to tunepipe, not to Keras callbacks.
+
+Checkpoints hold ``model.weights.h5`` (arrays only) and ``optimizer.npz`` (loaded with
+``allow_pickle=False``): nothing in them can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainables.keras_losses import LossFn, build_loss, predicted_classes, weight_penalty
+from trainables.keras_models import build_keras_model, split_weights
+from trainables.keras_optim import KerasTrainingOptimizer
+from trainables.keras_runtime import keras, limit_cpu_threads, tf
+from trainables.loss_settings import penalty_strengths
+from trainables.protocol import Batch, DataSpec, require_rows
+
+MODEL_FILE = "model.weights.h5"
+OPTIMIZER_FILE = "optimizer.npz"
+#: Rows per forward pass in :meth:`KerasTrainable.predict`; bounds memory on large inputs.
+PREDICT_CHUNK = 1024
+DEFAULT_SEED = 0
+
+_log = logging.getLogger(__name__)
+
+
+def load_keras_model(hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir: Path) -> Any:
+    """Rebuild a model from its hyperparameters and load the weights saved by a trial.
+
+    Args:
+        hparams: The trial's hyperparameters (must describe the same architecture).
+        data: Description of the dataset the model was trained on.
+        checkpoint_dir: Directory holding ``model.weights.h5`` written by
+            :meth:`KerasTrainable.save`.
+
+    Returns:
+        The ``keras.Sequential`` with the checkpoint's weights.
+
+    """
+    model = build_keras_model(hparams, data)
+    model.load_weights(Path(checkpoint_dir) / MODEL_FILE)
+    return model
+
+
+class KerasTrainable:
+    """One trial's Keras model and optimiser, trained and evaluated an epoch at a time.
+
+    Attributes:
+        model: The ``keras.Sequential`` being trained (``None`` until :meth:`setup`).
+        training: Its optimiser wrapper (``None`` until :meth:`setup`).
+
+    """
+
+    @staticmethod
+    def set_cpu_threads(cpus: int) -> None:
+        """Use as many TensorFlow threads as CPUs the trial reserved."""
+        limit_cpu_threads(cpus)
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.training: KerasTrainingOptimizer | None = None
+        self._data: DataSpec | None = None
+        self._loss_fn: LossFn | None = None
+        self._train_step: Any = None
+        self._eval_step: Any = None
+
+    def setup(self, hparams: Mapping[str, Any], data: DataSpec, device: str) -> None:
+        """Build the model, loss and optimiser from hyperparameters.
+
+        Args:
+            hparams: Flat trial hyperparameters, the same keys as the torch trainable's.
+                ``seed`` (default 0) fixes the weight initialisation and dropout masks.
+            data: Description of the dataset.
+            device: ``"cpu"`` or ``"cuda"``; TensorFlow places work on a GPU by itself when it
+                has one, and this build of it may have none (then the trial runs on the CPU).
+
+        Raises:
+            ConfigError: A bad optimiser, loss or penalty value.
+            ValueError: An unknown model or a capacity value out of range.
+
+        """
+        self._loss_fn = build_loss(hparams, data)
+        l1, l2 = penalty_strengths(hparams)
+        if device.startswith("cuda") and not tf.config.list_physical_devices("GPU"):
+            _log.warning("the trial was given a GPU but this TensorFlow sees none; using the CPU")
+        # A reused trial actor builds a new model per trial: drop the previous graphs.
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(int(hparams.get("seed", DEFAULT_SEED)))
+        self._data = data
+        self.model = build_keras_model(hparams, data)
+        weights, others = split_weights(self.model)
+        self.training = KerasTrainingOptimizer(hparams, weights, others)
+        self._train_step = self._compile_train_step(weights, l1, l2)
+        self._eval_step = self._compile_eval_step()
+
+    def _compile_train_step(self, weights: list[Any], l1: float, l2: float) -> Any:
+        model, training, loss_fn = self.model, self.training, self._loss_fn
+        assert training is not None and loss_fn is not None
+        variables = training.variables
+        shape = tuple(self._spec.input_shape)
+
+        def step(x: Any, y: Any) -> Any:
+            x = tf.reshape(x, (-1, *shape))
+            with tf.GradientTape() as tape:
+                loss = loss_fn(model(x, training=True), y)
+                penalty = weight_penalty(weights, l1, l2)
+                objective = loss if penalty is None else loss + penalty
+            training.apply(tape.gradient(objective, variables))
+            return loss * tf.cast(tf.shape(y)[0], loss.dtype)
+
+        return tf.function(step, reduce_retracing=True)
+
+    def _compile_eval_step(self) -> Any:
+        model, loss_fn = self.model, self._loss_fn
+        assert loss_fn is not None
+        shape = tuple(self._spec.input_shape)
+        classification = self._is_classification
+
+        def step(x: Any, y: Any) -> Any:
+            outputs = model(tf.reshape(x, (-1, *shape)), training=False)
+            n = tf.cast(tf.shape(y)[0], tf.float64)
+            loss = tf.cast(loss_fn(outputs, y), tf.float64) * n
+            if classification:
+                hits = tf.equal(predicted_classes(outputs), tf.cast(y, tf.int64))
+                return tf.stack([loss, tf.reduce_sum(tf.cast(hits, tf.float64))])
+            errors = tf.cast(tf.reshape(outputs, [-1]), tf.float64) - tf.cast(y, tf.float64)
+            return tf.stack([loss, tf.reduce_sum(errors**2), tf.reduce_sum(tf.abs(errors))])
+
+        return tf.function(step, reduce_retracing=True)
+
+    @property
+    def current_lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self._parts()[1].lr
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate for the next steps (used by the epoch loop's schedules).
+
+        Raises:
+            ValueError: If ``lr`` is negative or not finite.
+
+        """
+        self._parts()[1].set_lr(lr)
+
+    @property
+    def _spec(self) -> DataSpec:
+        if self._data is None:
+            raise RuntimeError("call setup() first")
+        return self._data
+
+    @property
+    def _is_classification(self) -> bool:
+        return self._spec.task == "classification"
+
+    def _parts(self) -> tuple[Any, KerasTrainingOptimizer]:
+        if self.model is None or self.training is None:
+            raise RuntimeError("call setup() first")
+        return self.model, self.training
+
+    def _tensors(self, batch: Batch) -> tuple[Any, Any]:
+        target_type = tf.int64 if self._is_classification else tf.float32
+        x = tf.convert_to_tensor(batch["x"], dtype=tf.float32)
+        return x, tf.reshape(tf.convert_to_tensor(batch["y"], dtype=target_type), [-1])
+
+    def train_epoch(self, batches: Iterable[Batch]) -> dict[str, float]:
+        """Run one optimisation pass over ``batches``.
+
+        The ``l1``/``l2`` penalties join the objective but not the reported ``train_loss``.
+
+        Returns:
+            ``{"train_loss": mean data loss per sample, "lr": learning rate at the end}``.
+
+        Raises:
+            ValueError: If ``batches`` is empty.
+
+        """
+        _, training = self._parts()
+        total, count = tf.constant(0.0, tf.float64), 0
+        for batch in batches:
+            x, y = self._tensors(batch)
+            # Summed as tensors and read once per epoch, not synchronised per batch.
+            total += tf.cast(self._train_step(x, y), tf.float64)
+            count += int(y.shape[0])
+        require_rows(count, "train_epoch")
+        return {"train_loss": float(total.numpy()) / count, "lr": training.lr}
+
+    def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
+        """Compute validation metrics over ``batches`` without updating weights.
+
+        Returns:
+            ``val_loss`` plus ``val_accuracy`` (classification) or ``val_rmse`` and ``val_mae``
+            in the target's own units (regression), as the torch trainable reports them.
+
+        Raises:
+            ValueError: If ``batches`` is empty.
+
+        """
+        self._parts()
+        totals, count = None, 0
+        for batch in batches:
+            x, y = self._tensors(batch)
+            sums = self._eval_step(x, y)
+            totals = sums if totals is None else totals + sums
+            count += int(y.shape[0])
+        require_rows(count, "evaluate")
+        assert totals is not None
+        means = [value / count for value in totals.numpy().tolist()]
+        if self._is_classification:
+            return {"val_loss": means[0], "val_accuracy": means[1]}
+        scale = float(self._spec.target_std)
+        return {
+            "val_loss": means[0],
+            "val_rmse": math.sqrt(means[1]) * scale,
+            "val_mae": means[2] * scale,
+        }
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predict in inference mode, in chunks of :data:`PREDICT_CHUNK` rows.
+
+        Returns:
+            Class indices (``int64``) for classification, or predicted values (``float32``,
+            standardised units) for regression; shape ``(n,)``.
+
+        """
+        model, _ = self._parts()
+        shape = tuple(self._spec.input_shape)
+        chunks = []
+        for start in range(0, len(x), PREDICT_CHUNK):
+            inputs = tf.reshape(
+                tf.convert_to_tensor(x[start : start + PREDICT_CHUNK], tf.float32), (-1, *shape)
+            )
+            outputs = model(inputs, training=False)
+            values = predicted_classes(outputs) if self._is_classification else outputs[:, 0]
+            chunks.append(values.numpy())
+        if not chunks:
+            return np.empty((0,), dtype=np.int64 if self._is_classification else np.float32)
+        return np.concatenate(chunks)
+
+    def save(self, directory: Path) -> None:
+        """Write the model weights and optimiser state into ``directory`` (created if missing)."""
+        model, training = self._parts()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save_weights(directory / MODEL_FILE)
+        arrays: dict[str, Any] = training.state_arrays()
+        np.savez(directory / OPTIMIZER_FILE, **arrays)
+
+    def load(self, directory: Path) -> None:
+        """Restore the state written by :meth:`save`; call after :meth:`setup`.
+
+        The optimiser's moments and step count come from the checkpoint, its hyperparameters
+        are this trial's (population-based training mutates them between trials).
+
+        Raises:
+            ValueError: If the files hold pickled objects or another optimiser's state.
+
+        """
+        model, training = self._parts()
+        directory = Path(directory)
+        model.load_weights(directory / MODEL_FILE)
+        with np.load(directory / OPTIMIZER_FILE, allow_pickle=False) as arrays:
+            training.load_state_arrays({key: arrays[key] for key in arrays.files})
