@@ -40,6 +40,7 @@ def in_sweep(framework: str, home: Path) -> list[float]:
     from pipelines import run_sweep
     from pipelines.config import load_config
 
+    home.mkdir(parents=True, exist_ok=True)
     space = home / "space.yaml"
     space.write_text("parameters:\n  seed: {type: constant, value: 0}\n")
     params = {f"trainable.params.{k}": v for k, v in HPARAMS.items() if k != "model"}
