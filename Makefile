@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test test-slow lint bench
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -15,8 +15,11 @@ install: $(STAMP)
 demo: $(STAMP)  ## a real 8-trial TPE + ASHA sweep of a CNN on MNIST-5k, tracked in MLflow
 	$(VENV)/bin/tunepipe sweep pipelines/configs/mnist_cnn.yaml
 
-test: $(STAMP)  ## the whole test suite (what CI runs)
-	$(PY) -m pytest
+test: $(STAMP)  ## the default test suite, about 20 min on 2 cores (CI runs it, then test-slow)
+	$(PY) -m pytest -m "not slow"
+
+test-slow: $(STAMP)  ## the long end-to-end sweeps (demo, torch vs tensorflow), about 8 min
+	$(PY) -m pytest -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy

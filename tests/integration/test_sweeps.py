@@ -65,7 +65,10 @@ def _check_mlflow_mirrors_tune(summary: Any, num_trials: int) -> dict[str, Any]:
     return by_trial
 
 
-@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+# The tensorflow run is slow-only: the same-files test below covers it on the full demo sweep.
+@pytest.mark.parametrize(
+    "framework", ["torch", pytest.param("tensorflow", marks=pytest.mark.slow)]
+)
 def test_tpe_asha_sweep_on_mnist_is_mirrored_in_mlflow_and_registers_a_scoring_model(
     framework: str,
 ) -> None:
