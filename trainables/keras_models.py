@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from trainables.keras_runtime import keras, tf
+from trainables.keras_runtime import keras
 from trainables.model_settings import CNN_DENSE_UNITS, ModelSettings, model_settings
 from trainables.protocol import DataSpec
 
@@ -74,8 +74,3 @@ def split_weights(model: Any) -> tuple[list[Any], list[Any]]:
     variables = list(model.trainable_variables)
     weights = [v for v in variables if len(v.shape) > 1]
     return weights, [v for v in variables if len(v.shape) <= 1]
-
-
-def as_tensor(array: Any, dtype: Any) -> Any:
-    """Return ``array`` as a TensorFlow tensor of ``dtype`` (no copy when it already is one)."""
-    return tf.convert_to_tensor(array, dtype=dtype)

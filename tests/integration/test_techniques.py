@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -21,6 +22,21 @@ SCHEDULE_PARAMS = {
     "lr_warmup_epochs": 1,
     "lr_min": 0.0,
 }
+
+
+def one_digits_trial(tmp_path: Path, framework: str, **params: Any) -> Any:
+    """One trial of the digits MLP without dropout, with ``params`` fixed."""
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  dropout: {type: constant, value: 0.0}\n")
+    return shrunk(
+        "digits_mlp_random.yaml",
+        **{
+            "trainable.framework": framework,
+            "trainable.search_space": str(space),
+            "search.num_samples": 1,
+            **{f"trainable.params.{key}": value for key, value in params.items()},
+        },
+    )
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -67,23 +83,17 @@ def test_logged_lr_of_each_schedule_matches_its_formula(tmp_path: Path, framewor
 def test_early_stopping_ends_the_trial_and_restores_the_best_weights(
     tmp_path: Path, framework: str
 ) -> None:
-    space = tmp_path / "space.yaml"
-    space.write_text("parameters:\n  dropout: {type: constant, value: 0.0}\n")
-    config = shrunk(
-        "digits_mlp_random.yaml",
-        **{
-            "trainable.framework": framework,
-            "trainable.search_space": str(space),
-            "search.num_samples": 1,
-            "trainable.params.epochs": 10,
-            "trainable.params.optimizer": "adam",
-            "trainable.params.lr": 0.002,
-            "trainable.params.batch_size": 64,
-            # val_loss keeps improving, but never by 0.5: the trial must stop after 2 stalls.
-            "trainable.params.early_stopping_patience": 2,
-            "trainable.params.early_stopping_min_delta": 0.5,
-            "trainable.params.early_stopping_restore_best": True,
-        },
+    config = one_digits_trial(
+        tmp_path,
+        framework,
+        epochs=10,
+        optimizer="adam",
+        lr=0.002,
+        batch_size=64,
+        # val_loss keeps improving, but never by 0.5: the trial must stop after 2 stalls.
+        early_stopping_patience=2,
+        early_stopping_min_delta=0.5,
+        early_stopping_restore_best=True,
     )
     summary = run_sweep(config, progress=False)
 
@@ -107,21 +117,15 @@ def test_early_stopping_ends_the_trial_and_restores_the_best_weights(
 def test_hypergradient_inside_a_sweep_raises_a_too_small_learning_rate(
     tmp_path: Path, framework: str
 ) -> None:
-    space = tmp_path / "space.yaml"
-    space.write_text("parameters:\n  dropout: {type: constant, value: 0.0}\n")
-    config = shrunk(
-        "digits_mlp_random.yaml",
-        **{
-            "trainable.framework": framework,
-            "trainable.search_space": str(space),
-            "search.num_samples": 1,
-            "trainable.params.epochs": 3,
-            "trainable.params.batch_size": 32,
-            "trainable.params.optimizer": "sgd",
-            "trainable.params.lr": 1.0e-4,
-            "trainable.params.hypergradient": True,
-            "trainable.params.hyper_lr": 1.0e-3,
-        },
+    config = one_digits_trial(
+        tmp_path,
+        framework,
+        epochs=3,
+        batch_size=32,
+        optimizer="sgd",
+        lr=1.0e-4,
+        hypergradient=True,
+        hyper_lr=1.0e-3,
     )
     summary = run_sweep(config, progress=False)
 

@@ -6,6 +6,7 @@ torch trainable has and the Keras one lacks (or the reverse) fails here.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -238,7 +239,7 @@ def test_keras_respects_the_trials_cpus_and_stays_quiet() -> None:
               tf.config.threading.get_inter_op_parallelism_threads())
         """
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO,
