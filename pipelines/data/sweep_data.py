@@ -1,0 +1,223 @@
+"""The prepared splits as Ray datasets, shared by every trial of a sweep.
+
+The driver materialises both splits in Ray's object store once (:func:`to_ray_dataset`); trials
+receive a :class:`SweepData` holding references to the blocks, not copies, and stream mini-batches
+from it. Per epoch, training blocks go through one ``map_batches`` step that augments them with
+the trial's policy and featurises them (:func:`transform_batch`, plain numpy).
+
+Why the ``map_batches`` tasks ask for zero CPUs: a trial already holds the CPUs it was given, and
+the augmentation is part of that trial's work. Tasks that asked for a CPU of their own would wait
+forever when trials occupy every CPU of the cluster (the classic Tune + Ray Data deadlock); with
+zero logical CPUs and a concurrency capped at the trial's CPU count they use the trial's share
+instead, so a full cluster never starves its own input pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipelines.augment.policy import AugmentPolicy, apply_policy
+from pipelines.data.features import Featurizer
+from trainables.protocol import Batch, DataSpec
+
+#: Largest block of the materialised splits. Every block is one ``map_batches`` task per epoch,
+#: and a task costs tens of ms here whatever its size (bench/augment_throughput.py: 1,024-row
+#: blocks of 28x28 images ran at a third of single-process numpy's speed), so blocks are as few
+#: and as large as possible: one per CPU a trial holds, split further only past this size.
+MAX_BLOCK_BYTES = 64 * 2**20
+
+
+def block_count(x: np.ndarray, parallelism: int) -> int:
+    """Return how many blocks ``x`` is cut into: a multiple of ``parallelism``, none too big."""
+    parallelism = max(1, parallelism)
+    rounds = max(1, math.ceil(x.nbytes / (parallelism * MAX_BLOCK_BYTES)))
+    return max(1, min(len(x), parallelism * rounds))
+
+
+#: Random stream id of the row shuffle (augmentation streams are 0..len(TRANSFORMS)-1).
+SHUFFLE_STREAM = 1_000
+#: Blocks transformed ahead of the trial's consumption (each block is a whole slice of an epoch).
+PREFETCH_BLOCKS = 1
+
+
+def transform_batch(
+    batch: dict[str, np.ndarray],
+    *,
+    policy: AugmentPolicy,
+    featurizer: Featurizer,
+    seed: int,
+    trial: int,
+    epoch: int,
+    synonyms: Any = None,
+    shuffle: bool = False,
+) -> dict[str, np.ndarray]:
+    """Augment then featurise one block of training rows; labels and row ids pass through.
+
+    With ``shuffle`` the block's rows also come out in a fresh random order each epoch (drawn
+    from seed, trial, epoch and the block), every column permuted alike.
+    """
+    first = int(batch["idx"][0]) if len(batch["idx"]) else 0
+    context = {"synonyms": synonyms} if policy.modality == "text" else {}
+    x = apply_policy(
+        batch["x"], policy, seed=seed, trial=trial, epoch=epoch, first_index=first, **context
+    )
+    out = {**batch, "x": featurizer(x)}
+    if shuffle:
+        order = np.random.default_rng([seed, trial, epoch, first, SHUFFLE_STREAM]).permutation(
+            len(batch["idx"])
+        )
+        out = {name: column[order] for name, column in out.items()}
+    return out
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """What every trial of a sweep reads: materialised splits plus how to transform them.
+
+    Attributes:
+        train: Training split (columns ``x``, ``y``, ``idx``), rows as augmentation sees them.
+        val: Validation split, already featurised.
+        spec: Shapes and task, for building models.
+        fingerprint: Content hash of the prepared arrays.
+        modality: ``"image"``, ``"tabular"``, ``"text"`` or ``"audio"``.
+        featurizer: Turns augmented training rows into model inputs.
+        synonyms: The synonym table text augmentation draws from (None for other data).
+        cache_hit: Whether preprocessing was skipped because the cache had the result.
+        train_blocks: Blocks of the training split (at most this many tasks run at once).
+
+    """
+
+    train: Any
+    val: Any
+    spec: DataSpec
+    fingerprint: str
+    modality: str = "image"
+    featurizer: Featurizer = field(default_factory=Featurizer)
+    synonyms: Any = None
+    cache_hit: bool = False
+    train_blocks: int = 1
+
+    def train_batches(
+        self,
+        *,
+        batch_size: int,
+        epoch: int,
+        seed: int,
+        policy: AugmentPolicy,
+        cpus: int,
+        trial: int = 0,
+    ) -> Iterator[Batch]:
+        """Stream one epoch of shuffled, freshly augmented training batches of ``batch_size``."""
+        import ray.data
+
+        # Shuffling happens in the map_batches tasks, in parallel and vectorised: a fresh block
+        # order and a fresh row order inside each block every epoch. Ray Data's local shuffle
+        # buffer would do the same work row by row in the trial's own thread.
+        dataset = self.train.randomize_block_order(seed=_mix(seed, trial, epoch)).map_batches(
+            transform_batch,
+            fn_kwargs={
+                "policy": policy,
+                "featurizer": self.featurizer,
+                "seed": seed,
+                "trial": trial,
+                "epoch": epoch,
+                "synonyms": self.synonyms,
+                "shuffle": True,
+            },
+            batch_format="numpy",
+            batch_size=None,  # one block per call: the fewest tasks per epoch
+            zero_copy_batch=True,  # transform_batch never writes to its input
+            num_cpus=0,  # use the trial's CPUs (see the module docstring)
+            compute=ray.data.TaskPoolStrategy(size=max(1, min(cpus, self.train_blocks))),
+        )
+        blocks = dataset.iter_batches(
+            batch_size=None, batch_format="numpy", prefetch_batches=PREFETCH_BLOCKS
+        )
+        return rebatch(blocks, batch_size)
+
+    def val_batches(self, batch_size: int = 1024) -> Iterator[Batch]:
+        """Stream the validation split in order, without augmentation."""
+        return self.val.iter_batches(  # type: ignore[no-any-return]
+            batch_size=batch_size, batch_format="numpy"
+        )
+
+    def val_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the whole validation split as arrays (for scoring a registered model)."""
+        batches = list(self.val_batches())
+        return np.concatenate([b["x"] for b in batches]), np.concatenate([b["y"] for b in batches])
+
+
+def rebatch(blocks: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """Cut a stream of blocks into batches of exactly ``batch_size`` rows (the last may be short).
+
+    Slicing whole blocks here costs a view per batch; Ray Data's own batching costs ~0.6 ms per
+    batch, which at 128 rows halved the pipeline's throughput (bench/augment_throughput.py).
+    Rows left over at the end of a block are joined with the head of the next one.
+    """
+    pending: list[Batch] = []  # pieces of the next batch, from the ends of earlier blocks
+    pending_rows = 0
+    for block in blocks:
+        columns = {name: np.asarray(values) for name, values in block.items()}
+        rows, start = len(columns["x"]), 0
+        if pending_rows:
+            start = min(batch_size - pending_rows, rows)
+            pending.append(_rows(columns, 0, start))
+            pending_rows += start
+            if pending_rows < batch_size:
+                continue
+            yield _concat(pending)
+            pending, pending_rows = [], 0
+        while start + batch_size <= rows:
+            yield _rows(columns, start, start + batch_size)
+            start += batch_size
+        if start < rows:
+            pending, pending_rows = [_rows(columns, start, rows)], rows - start
+    if pending_rows:
+        yield _concat(pending)
+
+
+def _rows(columns: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    return {name: values[start:stop] for name, values in columns.items()}
+
+
+def _concat(pieces: list[Batch]) -> dict[str, np.ndarray]:
+    if len(pieces) == 1:
+        return dict(pieces[0])
+    return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+
+
+def _mix(seed: int, trial: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, trial, epoch]).generate_state(1)[0])
+
+
+def to_ray_dataset(x: np.ndarray, y: np.ndarray, parallelism: int = 1) -> Any:
+    """Materialise arrays as a Ray dataset of a few large blocks (columns x, y, idx).
+
+    Args:
+        x: Rows.
+        y: Labels or targets.
+        parallelism: CPUs that will transform the blocks at once (a trial's CPUs).
+
+    """
+    import pyarrow as pa
+    import ray.data
+    from ray.data.extensions import ArrowTensorArray
+
+    blocks = block_count(x, parallelism)
+    step = max(1, math.ceil(len(x) / blocks))  # equal blocks, so concurrent tasks finish together
+    tables = [
+        pa.table(
+            {
+                "x": ArrowTensorArray.from_numpy(x[start : start + step]),
+                "y": y[start : start + step],
+                "idx": np.arange(start, min(start + step, len(x))),
+            }
+        )
+        for start in range(0, len(x), step)
+    ]
+    return ray.data.from_arrow(tables).materialize()
