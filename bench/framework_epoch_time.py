@@ -70,12 +70,11 @@ def bare(framework: str) -> list[float]:
     import numpy as np
 
     from pipelines.config import DataConfig
-    from pipelines.data import describe, load_arrays, split_and_normalise
+    from pipelines.data import prepare_arrays
     from trainables.registry import get_trainable_info
 
-    arrays = load_arrays(DataConfig(dataset="mnist5k"))
-    split = split_and_normalise(arrays, 0.2, 0)
-    spec = describe(arrays, split)
+    split, _ = prepare_arrays(DataConfig(dataset="mnist5k"))
+    spec = split.spec()
     implementation = get_trainable_info(framework).load_class()
     implementation.set_cpu_threads(2)
     trainable = implementation()

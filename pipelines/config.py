@@ -27,13 +27,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AugmentStepConfig(_Section):
+    """One transform of the augmentation policy with fixed values (searched ones need neither)."""
+
+    p: float = Field(1.0, ge=0.0, le=1.0)
+    strength: float | None = None
+
+
 class DataConfig(_Section):
-    """Where the data comes from and how it is split."""
+    """Where the data comes from, how it is read and split, and how it is augmented."""
 
     dataset: str = "mnist5k"
     path: Path | None = None
+    modality: Literal["auto", "tabular", "image", "text", "audio"] = "auto"
+    task: Literal["auto", "classification", "regression"] = "auto"
+    label_column: str = "label"
+    text_column: str | None = None
+    feature_columns: list[str] | None = None
+    image_size: tuple[int, int] | None = None
+    max_tokens: int = Field(64, ge=4, le=1024)
     val_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     seed: int = 0
+    cache: bool = True
+    augment: dict[str, AugmentStepConfig] = Field(default_factory=dict)
 
 
 class TrainableConfig(_Section):

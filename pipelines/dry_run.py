@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
+from pipelines.augment import policy_from_hparams
 from pipelines.config import ExperimentConfig
-from pipelines.data import describe, load_arrays, split_and_normalise
+from pipelines.data import prepare_arrays, transform_batch
 from pipelines.errors import ConfigError
 from pipelines.validate import SweepPlan, plan_sweep
 from trainables.registry import get_trainable_info
@@ -26,15 +29,23 @@ def dry_run(config: ExperimentConfig) -> dict[str, float]:
 
     """
     plan = plan_sweep(config)
-    arrays = load_arrays(config.data)
-    split = split_and_normalise(arrays, config.data.val_fraction, config.data.seed)
-    spec = describe(arrays, split)
+    prepared, _ = prepare_arrays(config.data)
     hparams = sample_hparams(plan)
     trainable = get_trainable_info(config.trainable.framework).load_class()()
-    trainable.setup(hparams, spec, "cpu")
+    trainable.setup(hparams, prepared.spec(), "cpu")
     rows = int(hparams["batch_size"])
-    metrics = dict(trainable.train_epoch([{"x": split.x_train[:rows], "y": split.y_train[:rows]}]))
-    metrics.update(trainable.evaluate([{"x": split.x_val[:rows], "y": split.y_val[:rows]}]))
+    # The training batch goes through the trial's augmentation and featurising, as in a sweep.
+    batch = transform_batch(
+        {"x": prepared.x_train[:rows], "y": prepared.y_train[:rows], "idx": np.arange(rows)},
+        policy=policy_from_hparams(hparams, prepared.modality),
+        featurizer=prepared.featurizer,
+        seed=0,
+        trial=0,
+        epoch=1,
+        synonyms=prepared.synonym_table(),
+    )
+    metrics = dict(trainable.train_epoch([batch]))
+    metrics.update(trainable.evaluate([{"x": prepared.x_val[:rows], "y": prepared.y_val[:rows]}]))
     value = metrics.get(config.metric)
     if value is None:
         raise ConfigError(

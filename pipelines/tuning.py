@@ -102,7 +102,7 @@ def run_sweep(
     started = time.monotonic()
     with ray_session(address):
         check_resources(config.resources)
-        data = prepare_data(config.data)
+        data = prepare_data(config.data, cpus_per_trial=max(1, int(config.resources.cpu)))
         sweep = SweepRun(config.tracking.uri, config.experiment_name)
         parent_id = sweep.start(config.to_dict(), config.trainable.search_space, _tags(plan, data))
         tracker = MlflowTrialCallback(
@@ -192,6 +192,9 @@ def _tags(plan: SweepPlan, data: SweepData) -> dict[str, str]:
         "tunepipe.metric": config.metric,
         "tunepipe.mode": config.mode,
         "tunepipe.data_fingerprint": data.fingerprint,
+        "tunepipe.data_modality": data.modality,
+        # "hit": this sweep reused preprocessing from an earlier one (pipelines.data.cache).
+        "tunepipe.data_cache": "hit" if data.cache_hit else "miss",
     }
 
 

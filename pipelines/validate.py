@@ -13,9 +13,14 @@ from functools import partial
 from typing import Any
 
 from pipelines import registry
-from pipelines.augment import ImageAugment
+from pipelines.augment.policy import (
+    augment_name,
+    check_probability,
+    check_strength,
+    check_transform,
+)
 from pipelines.config import ExperimentConfig
-from pipelines.data import check_data_source, dataset_task
+from pipelines.data import check_data_source, data_modality, dataset_task
 from pipelines.errors import ConfigError, UserInputError
 from search_spaces import SearchSpace, load_search_space
 from search_spaces.convert import SearcherSpace, flatten_sample, searcher_space
@@ -63,7 +68,7 @@ def _plan(config: ExperimentConfig) -> SweepPlan:
     check_data_source(config.data)
     task = dataset_task(config.data)
     _check_metric(config, info, task)
-    ImageAugment.from_hparams(dict(config.trainable.params))
+    augmentation = check_augmentation(config, space, data_modality(config.data))
 
     _check_combinations(config, space, task)
 
@@ -88,6 +93,7 @@ def _plan(config: ExperimentConfig) -> SweepPlan:
         registry.SCHEDULERS, scheduler_name, config.scheduler.options, ctx, key="scheduler"
     )
     fixed: dict[str, Any] = {"model": config.trainable.model, "seed": config.search.seed or 0}
+    fixed.update(augmentation)
     fixed.update(config.trainable.params)
     num_samples = config.search.num_samples
     if method == "grid":  # num_samples repeats the enumerated grid
@@ -151,7 +157,6 @@ def _strategy_names(config: ExperimentConfig) -> tuple[str, str]:
 
 def _check_combinations(config: ExperimentConfig, space: SearchSpace, task: str) -> None:
     """Reject hyperparameter combinations that cannot mean anything."""
-    keys = set(config.trainable.params) | set(space.names())
     schedule = config.trainable.params.get("lr_schedule", "constant")
     hypergradient = config.trainable.params.get("hypergradient") is True
     if (hypergradient or "hypergradient" in space.names()) and (
@@ -162,13 +167,67 @@ def _check_combinations(config: ExperimentConfig, space: SearchSpace, task: str)
             key="trainable.params.lr_schedule",
             fix="use lr_schedule: constant (or drop it) with hypergradient",
         )
-    augments = {"aug_shift", "aug_flip", "aug_noise"} & keys
-    if augments and config.data.dataset == "diabetes":
-        raise ConfigError(
-            f"image augmentation {sorted(augments)} on tabular data",
-            key="trainable.params",
-            fix="remove the aug_* hyperparameters for this dataset",
-        )
+
+
+def check_augmentation(
+    config: ExperimentConfig, space: SearchSpace, modality: str
+) -> dict[str, float]:
+    """Check the augmentation policy and every ``aug_*`` hyperparameter against the data.
+
+    Returns:
+        The ``aug_*`` values the ``data.augment`` section fixes for every trial (they travel as
+        hyperparameters, so MLflow records them per trial like searched ones).
+
+    Raises:
+        ConfigError: For an unknown transform, one for another modality, a strength or
+            probability out of range, or a transform without a strength.
+
+    """
+    params, searched = config.trainable.params, set(space.names())
+    for key in sorted(set(params) | searched):
+        name = augment_name(key)
+        if name is None:
+            continue
+        where = f"trainable.params.{key}" if key in params else "trainable.search_space"
+        check_transform(name, modality, key=where)
+        check = check_probability if key.endswith("_p") and key != f"aug_{name}" else None
+        for value in [params[key]] if key in params else _extremes(space.params[key]):
+            if check is not None:
+                check(name, value, key=where)
+            else:
+                check_strength(name, value, key=where)
+    fixed: dict[str, float] = {}
+    for name, step in config.data.augment.items():
+        key = f"data.augment.{name}"
+        check_transform(name, modality, key=key)
+        elsewhere = {f"aug_{name}", f"aug_{name}_p"} & (set(params) | searched)
+        if step.strength is not None:
+            if f"aug_{name}" in elsewhere:
+                raise ConfigError(
+                    f"the strength of {name!r} is fixed here and set as aug_{name} too",
+                    key=f"{key}.strength",
+                    fix="keep one of the two",
+                )
+            check_strength(name, step.strength, key=f"{key}.strength")
+            fixed[f"aug_{name}"] = step.strength
+        elif f"aug_{name}" not in elsewhere:
+            raise ConfigError(
+                f"augmentation {name!r} has no strength",
+                key=f"{key}.strength",
+                fix=f"set strength, or search aug_{name} in the search space",
+            )
+        if f"aug_{name}_p" not in elsewhere:
+            fixed[f"aug_{name}_p"] = step.p
+    return fixed
+
+
+def _extremes(spec: Any) -> list[Any]:
+    """Return the values at the edges of a search-space entry (what a range check needs)."""
+    if hasattr(spec, "low") and hasattr(spec, "high"):
+        return [spec.low, spec.high]
+    if hasattr(spec, "value"):
+        return [spec.value]
+    return list(getattr(spec, "values", []))
 
 
 def _trainable_info(config: ExperimentConfig) -> TrainableInfo:

@@ -47,7 +47,7 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
-def shrunk(name: str, **overrides: Any) -> Any:
+def shrunk(name: str, /, **overrides: Any) -> Any:
     """Load a shipped config with overrides: tests shrink the real thing instead of faking it."""
     from pipelines.config import load_config
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.augment import ImageAugment
+from pipelines.augment import policy_from_hparams
 from pipelines.data import SweepData, quiet_ray_data
 from trainables import reporting
 from trainables.early_stopping import EarlyStopping, early_stopping_from_hparams
@@ -99,7 +99,8 @@ class _Trial:
         self.best_dir = Path(tempfile.mkdtemp(prefix="tunepipe-best-"))
         self.epochs = int(hparams["epochs"])
         self.seed = int(hparams.get("seed", 0))
-        self.augment = ImageAugment.from_hparams(hparams)
+        self.augment = policy_from_hparams(hparams, data.modality)
+        self.trial_index = reporting.trial_index()
         self.last_epoch = 0
 
     def run(self) -> None:
@@ -127,8 +128,9 @@ class _Trial:
             batch_size=int(self.hparams["batch_size"]),
             epoch=epoch,
             seed=self.seed,
-            augment=self.augment,
+            policy=self.augment,
             cpus=self.cpus,
+            trial=self.trial_index,
         )
         metrics: dict[str, Any] = {**self.trainable.train_epoch(batches)}
         metrics.update(self.trainable.evaluate(self.data.val_batches()))

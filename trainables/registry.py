@@ -12,10 +12,13 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.augment.policy import hparam_keys as augment_hparam_keys
+
 #: Keys the epoch loop (adapter) and data pipeline handle for every framework: the same key means
 #: the same thing in torch, Keras and scikit-learn trials.
 LOOP_HPARAMS = frozenset(
-    {"epochs", "batch_size", "seed", "aug_shift", "aug_flip", "aug_noise"}
+    {"epochs", "batch_size", "seed"}
+    | augment_hparam_keys()
     | {"lr_schedule", "lr_decay", "lr_step_size", "lr_factor", "lr_warmup_epochs", "lr_min"}
     | {"lr_patience", "lr_min_delta"}
     | {"early_stopping_patience", "early_stopping_min_delta", "early_stopping_restore_best"}

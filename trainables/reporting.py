@@ -6,6 +6,7 @@ with plain dicts and directories.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,3 +48,16 @@ def trial_resources() -> tuple[int, float]:
     resources = tune.get_context().get_trial_resources()
     bundle = resources.required_resources
     return max(1, int(bundle.get("CPU", 1))), float(bundle.get("GPU", 0.0))
+
+
+def trial_index() -> int:
+    """Return the trial's number in its sweep (the suffix of Tune's trial id, ``..._00003``).
+
+    It seeds the trial's augmentation, so two trials with the same seed still draw differently,
+    and a restored trial draws what it drew before.
+    """
+    trial_id = tune.get_context().get_trial_id() or ""
+    suffix = trial_id.rsplit("_", 1)[-1]
+    if suffix.isdigit():
+        return int(suffix)
+    return int(hashlib.sha256(trial_id.encode()).hexdigest()[:8], 16)

@@ -114,11 +114,9 @@ def _registered_accuracy(summary: Any, config: Any) -> float:
 
 
 def _validation_split(config: Any) -> tuple[np.ndarray, np.ndarray]:
-    from pipelines.data import load_arrays, split_and_normalise
+    from pipelines.data import prepare_arrays
 
-    split = split_and_normalise(
-        load_arrays(config.data), config.data.val_fraction, config.data.seed
-    )
+    split, _ = prepare_arrays(config.data)
     return split.x_val, split.y_val
 
 

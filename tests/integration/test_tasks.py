@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines import run_sweep
-from pipelines.data import load_arrays, split_and_normalise
+from pipelines.data import load_raw, prepare_arrays
 from pipelines.tracking import load_registered_model
 from tests.conftest import shrunk
 
@@ -27,7 +27,7 @@ def test_random_forest_grows_per_epoch_and_registers_a_scoring_model() -> None:
     model = load_registered_model(
         summary.mlflow_tracking_uri, "digits_random_forest", framework="sklearn"
     )
-    split = split_and_normalise(load_arrays(config.data), config.data.val_fraction, 0)
+    split, _ = prepare_arrays(config.data)
     accuracy = float(
         (model.predict(split.x_val.reshape(len(split.x_val), -1)) == split.y_val).mean()
     )
@@ -41,7 +41,7 @@ def test_regression_reports_rmse_in_the_target_units() -> None:
     )
     summary = run_sweep(config, progress=False)
 
-    target_std = float(np.std(load_arrays(config.data).y))  # ~77 for diabetes progression
+    target_std = float(np.std(load_raw(config.data).y))  # ~77 for diabetes progression
     assert summary.metric == "val_rmse"
     # Finite, in the target's units (not standardised), and better than predicting the mean.
     assert 0.5 * target_std < summary.best_metric < target_std

@@ -71,6 +71,23 @@ def _write_case(tmp_path: Path, case: str) -> tuple[Path, str, str]:
     elif case == "missing data":
         config["data"] = {"dataset": "npz", "path": "no/such/file.npz"}
         expected_key = "data.path"
+    elif case == "unknown augmentation":
+        config["data"]["augment"] = {"rotation": {"strength": 10}}
+        expected_key = "data.augment.rotation"
+    elif case == "augmentation strength out of range":
+        config["data"]["augment"] = {"rotate": {"strength": 400}}
+        expected_key = "data.augment.rotate.strength"
+    elif case == "augmentation for another modality":
+        config["data"]["augment"] = {"synonym": {"strength": 0.1}}
+        expected_key = "data.augment.synonym"
+    elif case == "searched augmentation out of range":
+        space.write_text(GOOD_SPACE + "  aug_noise: {type: uniform, low: 0.0, high: 5.0}\n")
+        expected_key = "trainable.search_space"
+    elif case == "csv without label column":
+        table = tmp_path / "table.csv"
+        table.write_text("a,b,target\n1,2,0\n3,4,1\n")
+        config["data"] = {"dataset": "csv", "path": str(table)}
+        expected_file, expected_key = "table.csv", "data.label_column"
     elif case == "unknown hyperparameter":
         config["trainable"]["params"]["learning_rate"] = 0.1
         expected_key = "trainable.params.learning_rate"
@@ -93,6 +110,11 @@ CASES = [
     "metric never reported",
     "missing data",
     "unknown hyperparameter",
+    "unknown augmentation",
+    "augmentation strength out of range",
+    "augmentation for another modality",
+    "searched augmentation out of range",
+    "csv without label column",
 ]
 
 

@@ -550,7 +550,7 @@ def test_mnist_conditional_space_contents() -> None:
         "batch_size",
         "dropout",
         "channels",
-        "aug_shift",
+        "aug_translate",
         "aug_noise",
     ]
     p = space.params
@@ -577,7 +577,7 @@ def test_mnist_conditional_space_contents() -> None:
     assert p["batch_size"] == CategoricalSpec(type="categorical", values=[32, 64, 128])
     assert p["dropout"] == UniformSpec(type="uniform", low=0.0, high=0.5)
     assert p["channels"] == IntSpec(type="int", low=8, high=16)
-    assert p["aug_shift"] == IntSpec(type="int", low=0, high=2)
+    assert p["aug_translate"] == IntSpec(type="int", low=0, high=2)
     assert p["aug_noise"] == UniformSpec(type="uniform", low=0.0, high=0.15)
     defaults = space.sample_defaults()
     assert "beta1" not in defaults and "lr_step_size" not in defaults

@@ -453,12 +453,12 @@ def test_mnist_cnn_space_contents() -> None:
         "dropout",
         "channels",
         "weight_decay",
-        "aug_shift",
+        "aug_translate",
         "aug_noise",
-        "aug_flip",
+        "aug_hflip",
     ]
     assert space.params["channels"] == IntSpec(type="int", low=8, high=16)
-    assert space.params["aug_flip"] == ConstantSpec(type="constant", value=0.0)
+    assert space.params["aug_hflip"] == ConstantSpec(type="constant", value=0.0)
     assert space.to_tune("tpe")["channels"].upper == 17  # inclusive 16, exclusive for Ray
 
 

@@ -276,7 +276,7 @@ def test_load_refuses_malformed_tree(diabetes: Split, tmp_path: Path) -> None:
 
 def test_hparams_reach_the_estimator(digits: Split) -> None:
     SklearnTrainable.set_cpu_threads(3)
-    extras = {"batch_size": 32, "aug_flip": True, "optimizer": "adam"}  # Ignored.
+    extras = {"batch_size": 32, "aug_hflip": True, "optimizer": "adam"}  # Ignored.
     hparams = {"n_estimators": 40.0, "max_depth": 4, "min_samples_leaf": 2, "seed": 9}
     forest = make({"model": "random_forest", "epochs": 2, "lr": 0.5, **hparams, **extras}, digits)
     assert type(forest.estimator) is RandomForestClassifier

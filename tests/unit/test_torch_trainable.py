@@ -179,7 +179,7 @@ def test_adam_optimizer_hparams_ignore_momentum(digits: Split) -> None:
 
 
 def test_defaults_and_unknown_keys_ignored(digits: Split) -> None:
-    extras = {"batch_size": 32, "epochs": 3, "aug_flip": True}
+    extras = {"batch_size": 32, "epochs": 3, "aug_hflip": True}
     trainable = make({"model": "mlp", **extras}, digits)
     assert type(trainable.optimizer) is torch.optim.Adam
     group = trainable.optimizer.param_groups[0]
