@@ -62,12 +62,12 @@ def ours(x: np.ndarray) -> dict[str, float]:
     import ray
 
     from pipelines.augment import policy_from_hparams
-    from pipelines.data import SweepData, quiet_ray_data, to_ray_dataset
+    from pipelines.data import SweepData, configure_ray_data, to_ray_dataset
     from trainables.protocol import DataSpec
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
-        quiet_ray_data()
+        configure_ray_data()
         y = np.zeros(len(x), dtype=np.int64)
         spec = DataSpec(tuple(x.shape[1:]), 10, "classification", len(x), 0)
         train = to_ray_dataset(x, y, parallelism=2)

@@ -1,4 +1,4 @@
-"""The ``tunepipe`` command line: ``sweep``, ``validate`` and ``ui``.
+"""The ``tunepipe`` command line: ``sweep``, ``validate``, ``ui``, ``report`` and ``replay``.
 
 User mistakes (bad config, search space or data) print one line and exit with code 2, never a
 traceback; they are detected before any cluster work starts.
@@ -29,6 +29,11 @@ ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML file.")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set search.num_samples=8."),
+]
+
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the project's)."),
 ]
 
 
@@ -92,6 +97,60 @@ def ui(
         serve_ui(config, host=host, port=port, console=console)
     except UserInputError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def report(
+    sweep: Annotated[str, typer.Argument(help="The sweep's name (its MLflow experiment).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the plots (default: ./report-<SWEEP>).")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    run: Annotated[
+        str | None, typer.Option(help="A sweep run id (default: the newest sweep).")
+    ] = None,
+) -> None:
+    """Print a finished sweep's top trials, best config and importance; write its plots."""
+    from pipelines.paths import default_tracking_uri
+    from pipelines.sweep_report import report as write_report
+
+    try:
+        write_report(
+            tracking_uri or default_tracking_uri(),
+            sweep,
+            out or Path(f"report-{sweep}"),
+            console,
+            run_id=run,
+        )
+    except UserInputError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of a trial (a sweep's child run).")],
+    tracking_uri: TrackingOpt = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Largest accepted difference of the final metric.")
+    ] = 0.005,
+) -> None:
+    """Re-train one recorded trial outside Tune and compare its final validation metric."""
+    from pipelines.paths import default_tracking_uri
+    from pipelines.reproduce import replay as replay_trial
+
+    try:
+        result = replay_trial(tracking_uri or default_tracking_uri(), run_id, tolerance)
+    except UserInputError as exc:
+        raise _fail(exc) from None
+    verdict = "[green]reproduced[/]" if result.reproduced else "[red]NOT reproduced[/]"
+    console.print(
+        f"{verdict}: {result.metric} after epoch {result.epochs} was {result.recorded:.6g}, "
+        f"replayed {result.replayed:.6g} (difference {result.difference:.2g}, tolerance "
+        f"{result.tolerance:g}); data {'matches' if result.data_matches else 'DIFFERS'}",
+        highlight=False,
+    )
+    if not result.reproduced:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

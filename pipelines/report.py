@@ -9,7 +9,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.links import run_link
 from pipelines.results import best_of_trial
+
+#: Where ``tunepipe ui`` serves by default.
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
 
 TOP_K = 5
 
@@ -56,8 +60,11 @@ def print_summary(summary: Any, config_path: Path, console: Console) -> None:
         f"MLflow: {summary.mlflow_tracking_uri} · sweep run {summary.mlflow_parent_run_id}",
         highlight=False,
     )
+    link = run_link(DEFAULT_UI_URL, summary.mlflow_experiment_id, summary.mlflow_parent_run_id)
     console.print(
-        f"Look at it in the MLflow UI: [bold]tunepipe ui {config_path}[/]", highlight=False
+        f"Look at it in the MLflow UI: [bold]tunepipe ui {config_path}[/], then open {link}",
+        highlight=False,
+        soft_wrap=True,  # a wrapped link is a broken link
     )
 
 

@@ -7,8 +7,10 @@ then is anything written to MLflow, so a rejected sweep leaves no trace there.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,9 +20,12 @@ from typing import Any
 from pipelines.cluster import check_resources, ray_session
 from pipelines.config import ExperimentConfig, load_config
 from pipelines.data import SweepData, prepare_data
+from pipelines.reproduce import SweepRecord, code_version, package_versions
 from pipelines.results import BestTrial, count_end_reasons, select_best
 from pipelines.tracking import MlflowTrialCallback, SweepRun, register_best_model
 from pipelines.validate import SweepPlan, plan_sweep
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,16 @@ def run_sweep(
         data = prepare_data(config.data, cpus_per_trial=max(1, int(config.resources.cpu)))
         sweep = SweepRun(config.tracking.uri, config.experiment_name)
         parent_id = sweep.start(config.to_dict(), config.trainable.search_space, _tags(plan, data))
+        record = SweepRecord(
+            config.to_dict(), code_version(), package_versions(), data.fingerprint
+        )
         tracker = MlflowTrialCallback(
-            config.tracking.uri, sweep.experiment_id, parent_id, plan.space.names(), plan.resolve
+            config.tracking.uri,
+            sweep.experiment_id,
+            parent_id,
+            plan.space.names(),
+            plan.resolve,
+            record=record,
         )
         extra = [*callbacks]
         if progress:
@@ -123,25 +136,32 @@ def run_sweep(
     return summary
 
 
-def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
-    """Assemble the Tuner: trainable with resources, searcher, scheduler, storage, failures."""
-    from ray import tune
-
-    from trainables.adapter import TrialSettings, make_trial_function
+def trial_settings(plan: SweepPlan) -> Any:
+    """Return what every trial of the planned sweep shares (a ``TrialSettings``)."""
+    from trainables.adapter import TrialSettings
     from trainables.registry import get_trainable_info
 
-    # Tune's newer console reporter prints its tables even at verbose=0; the classic one is silent
-    # there, and our own LiveProgress view reports progress instead.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     config = plan.config
-    settings = TrialSettings(
+    return TrialSettings(
         info=get_trainable_info(config.trainable.framework),
         metric=config.metric,
         mode=config.mode,
         checkpoint_every=config.fault_tolerance.checkpoint_every,
         resolve=plan.resolve,
     )
-    function = make_trial_function(settings)
+
+
+def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
+    """Assemble the Tuner: trainable with resources, searcher, scheduler, storage, failures."""
+    from ray import tune
+
+    from trainables.adapter import make_trial_function
+
+    # Tune's newer console reporter prints its tables even at verbose=0; the classic one is silent
+    # there, and our own LiveProgress view reports progress instead.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    config = plan.config
+    function = make_trial_function(trial_settings(plan))
     trainable = tune.with_resources(
         tune.with_parameters(function, data=data),
         {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
@@ -193,6 +213,9 @@ def _tags(plan: SweepPlan, data: SweepData) -> dict[str, str]:
         "tunepipe.mode": config.mode,
         "tunepipe.data_fingerprint": data.fingerprint,
         "tunepipe.data_modality": data.modality,
+        "tunepipe.searched": ",".join(
+            n for n, spec in plan.space.params.items() if spec.type != "constant"
+        ),
         # "hit": this sweep reused preprocessing from an earlier one (pipelines.data.cache).
         "tunepipe.data_cache": "hit" if data.cache_hit else "miss",
     }
@@ -215,6 +238,7 @@ def _finish(
         sweep.end("FAILED")
         raise RuntimeError("no trial of the sweep produced a finite metric; see MLflow for why")
     version = _record_best(plan, data, best, sweep, tracker)
+    log_sweep_plots(config.tracking.uri, sweep.run_id or "")
     sweep.end("FINISHED")
     return SweepSummary(
         experiment_name=config.experiment_name,
@@ -235,6 +259,28 @@ def _finish(
         elapsed_s=elapsed,
         results=grid,
     )
+
+
+def log_sweep_plots(tracking_uri: str, run_id: str) -> None:
+    """Draw the sweep's plots from what MLflow recorded and attach them to the parent run.
+
+    The plots are a view of the sweep, not part of its result: a failure to draw one is logged
+    and never fails a sweep that has already found and registered its best model.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.sweep_history import load_sweep_history
+
+    try:
+        from pipelines.plots import write_plots  # matplotlib loads only when a sweep ends
+
+        client = MlflowClient(tracking_uri)
+        history = load_sweep_history(client, run_id)
+        with tempfile.TemporaryDirectory(prefix="tunepipe-plots-") as folder:
+            write_plots(history, Path(folder))
+            client.log_artifacts(run_id, folder, artifact_path="plots")
+    except Exception as exc:  # any plotting failure is only a warning
+        logger.warning("could not draw the sweep's plots: %s", exc)
 
 
 def _record_best(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.augment import policy_from_hparams
-from pipelines.data import SweepData, quiet_ray_data
+from pipelines.data import SweepData, configure_ray_data
 from trainables import reporting
 from trainables.early_stopping import EarlyStopping, early_stopping_from_hparams
 from trainables.registry import TrainableInfo
@@ -82,7 +82,7 @@ class _Trial:
     """One trial's epoch loop (a class so the loop's state has names, not a long function)."""
 
     def __init__(self, settings: TrialSettings, hparams: dict[str, Any], data: SweepData):
-        quiet_ray_data()
+        configure_ray_data()
         self.settings, self.hparams, self.data = settings, hparams, data
         self.cpus, gpus = reporting.trial_resources()
         implementation = settings.info.load_class()

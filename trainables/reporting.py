@@ -2,6 +2,9 @@
 
 When Ray changes this API, this file is the one that changes. Everything else in a trial works
 with plain dicts and directories.
+
+It also has an offline mode (:func:`offline`): the same trial code then runs outside Tune, its
+reports collected in a list. ``tunepipe replay`` re-trains a recorded trial this way.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,35 @@ import ray
 from ray import tune
 
 
+@dataclass
+class OfflineSession:
+    """A trial run outside Tune: its resources, its index and what it reported."""
+
+    cpus: int
+    trial_index: int
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+
+_offline: OfflineSession | None = None
+
+
+@contextmanager
+def offline(cpus: int, trial_index: int) -> Iterator[OfflineSession]:
+    """Run trial code outside Tune: reports are collected, no checkpoint is restored."""
+    global _offline
+    previous, _offline = _offline, OfflineSession(cpus, trial_index)
+    try:
+        yield _offline
+    finally:
+        _offline = previous
+
+
 @contextmanager
 def latest_checkpoint() -> Iterator[Path | None]:
     """Yield the directory of the trial's latest checkpoint, or None on a fresh start."""
+    if _offline is not None:
+        yield None
+        return
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         yield None
@@ -35,6 +65,9 @@ def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = Non
     that share a machine.
     """
     metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+    if _offline is not None:
+        _offline.reports.append(metrics)
+        return
     if save is None:
         tune.report(metrics)
         return
@@ -45,6 +78,8 @@ def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = Non
 
 def trial_resources() -> tuple[int, float]:
     """Return ``(cpus, gpus)`` reserved for the running trial."""
+    if _offline is not None:
+        return _offline.cpus, 0.0
     resources = tune.get_context().get_trial_resources()
     bundle = resources.required_resources
     return max(1, int(bundle.get("CPU", 1))), float(bundle.get("GPU", 0.0))
@@ -56,7 +91,13 @@ def trial_index() -> int:
     It seeds the trial's augmentation, so two trials with the same seed still draw differently,
     and a restored trial draws what it drew before.
     """
-    trial_id = tune.get_context().get_trial_id() or ""
+    if _offline is not None:
+        return _offline.trial_index
+    return trial_index_from_id(tune.get_context().get_trial_id() or "")
+
+
+def trial_index_from_id(trial_id: str) -> int:
+    """Return the number at the end of a Tune trial id (a stable hash if there is none)."""
     suffix = trial_id.rsplit("_", 1)[-1]
     if suffix.isdigit():
         return int(suffix)

@@ -20,7 +20,9 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from pipelines.reproduce import TRIAL_ARTIFACT, SweepRecord
 from pipelines.tracking.sweep_run import PARENT_TAG, log_params
+from trainables.reporting import trial_index_from_id
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class MlflowTrialCallback(Callback):
         searched: Names of the searched hyperparameters (used in run names).
         resolve: Turns a trial's config into its active hyperparameters (what is logged).
         max_epochs_key: Hyperparameter that holds the planned number of epochs.
+        record: What every trial records for reproducibility (see :mod:`pipelines.reproduce`).
 
     """
 
@@ -103,6 +106,7 @@ class MlflowTrialCallback(Callback):
         searched: list[str],
         resolve: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
         max_epochs_key: str = "epochs",
+        record: SweepRecord | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -110,6 +114,7 @@ class MlflowTrialCallback(Callback):
         self.searched = searched
         self.resolve = resolve
         self.max_epochs_key = max_epochs_key
+        self.record = record
         self.run_ids: dict[str, str] = {}
         self.end_reasons: dict[str, str] = {}
         self._trials: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -243,10 +248,14 @@ class MlflowTrialCallback(Callback):
         if trial_id in self.run_ids:
             return self.run_ids[trial_id]
         name, hparams = self._trials[trial_id]
+        index = trial_index_from_id(trial_id)
         tags = {
             PARENT_TAG: self.parent_run_id,
             "tunepipe.kind": "trial",
             "tunepipe.trial_id": trial_id,
+            "tunepipe.trial_index": str(index),
+            "tunepipe.seed": str(hparams.get("seed", "")),
+            **(self.record.tags() if self.record else {}),
         }
         try:
             run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -256,6 +265,9 @@ class MlflowTrialCallback(Callback):
         run_id: str = run.info.run_id
         self.run_ids[trial_id] = run_id
         self._safe(log_params, self.client, run_id, hparams)
+        if self.record is not None:
+            trial_record = self.record.trial(hparams, index)
+            self._safe(self.client.log_dict, run_id, trial_record, TRIAL_ARTIFACT)
         return run_id
 
     def _safe(self, write: Any, *args: Any, **kwargs: Any) -> bool:

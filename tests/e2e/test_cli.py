@@ -58,6 +58,11 @@ def test_sweep_prints_best_config_and_where_to_look(finished_sweep: tuple[Path, 
     assert re.search(r"Best val_loss: \d+\.\d+", stdout)
     assert "Best config:" in stdout
     assert "tunepipe ui" in stdout
+    # The same link `tunepipe ui` prints: the parent run in the classic ML view.
+    assert re.search(
+        r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/[0-9a-f]{32}\?workflowType=machine_learning",
+        stdout,
+    )
     assert (home / "mlflow.db").is_file()
     assert "Traceback" not in stdout
 
