@@ -97,7 +97,8 @@ def test_the_sweep_reads_at_a_glance_in_the_mlflow_ui(
         children = page.get_by_role("link", name=re.compile(r"^trial-00[01] "))
         expect(children).to_have_count(2)
         expect(page.get_by_role("heading", name="Registered models")).to_be_visible()
-        expect(page.get_by_role("link", name=summary.experiment_name).first).to_be_visible()
+        model = page.get_by_role("link").filter(has_text=summary.experiment_name)
+        expect(model.filter(has_text=f"v{summary.model_version}").first).to_be_visible()
         expect(page.get_by_text("best.lr", exact=True).first).to_be_visible()
         page.screenshot(path=str(SHOTS / "parent_run.png"), full_page=True)
 
@@ -120,6 +121,12 @@ def test_the_sweep_reads_at_a_glance_in_the_mlflow_ui(
 
         # The experiment's run list nests the trials under the sweep.
         page.goto(ui_link.split("/runs/")[0] + "?workflowType=machine_learning")
-        page.get_by_role("link", name=re.compile(r"^sweep-")).first.wait_for()
+        sweep_link = page.get_by_role("link", name=re.compile(r"^sweep-"))
+        sweep_link.first.wait_for()
+        trials = page.get_by_role("link", name=re.compile(r"^trial-00[01] "))
+        expect(trials).to_have_count(0)  # folded under the sweep...
+        cell = page.locator("[role=gridcell]").filter(has=sweep_link).first
+        cell.get_by_role("button").first.click()  # ...until its expander is clicked
+        expect(trials).to_have_count(2)
         page.screenshot(path=str(SHOTS / "experiment_runs.png"), full_page=True)
         browser.close()
