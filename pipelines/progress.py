@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray.tune import Callback
@@ -15,12 +16,31 @@ from rich.text import Text
 class LiveProgress(Callback):
     """Shows trials done/running/stopped early/failed, the best value so far and elapsed time."""
 
-    def __init__(self, metric: str, mode: str, num_samples: int, console: Console | None = None):
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        num_samples: int,
+        console: Console | None = None,
+        planned_epochs: Callable[[Mapping[str, Any]], int] | None = None,
+    ):
+        """Create the view.
+
+        Args:
+            metric: The sweep's metric (best so far is shown).
+            mode: ``"min"`` or ``"max"``.
+            num_samples: Trials the sweep will run.
+            console: Where to draw (default: stderr).
+            planned_epochs: A trial's planned epochs from its config; a trial that ends before
+                them was stopped early (by the scheduler or by early stopping).
+
+        """
         self.metric, self.mode, self.num_samples = metric, mode, num_samples
         self.console = console
+        self.planned_epochs = planned_epochs
         self.best: float | None = None
         self.started = time.monotonic()
-        self.ended: dict[str, int] = {"done": 0, "failed": 0}
+        self.ended: dict[str, int] = {"done": 0, "stopped_early": 0, "failed": 0}
         self.running: set[str] = set()
         self._live: Live | None = None
 
@@ -65,6 +85,11 @@ class LiveProgress(Callback):
         """Count a finished trial (completed or stopped early)."""
         self.running.discard(trial.trial_id)
         self.ended["done"] += 1
+        last = trial.last_result or {}
+        planned = self.planned_epochs(trial.config) if self.planned_epochs else None
+        cut = planned is not None and int(last.get("epoch", planned)) < planned
+        if last.get("early_stopped") or (cut and not last.get("diverged")):
+            self.ended["stopped_early"] += 1
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Count a failed trial."""
@@ -91,7 +116,8 @@ class LiveProgress(Callback):
             eta = f" · ~{elapsed / finished * (self.num_samples - finished):.0f}s left"
         best = f"{self.best:.4f}" if self.best is not None else "-"
         return Text(
-            f"trials {finished}/{self.num_samples} done · {len(self.running)} running · "
-            f"{self.ended['failed']} failed · best {self.metric} {best} · "
+            f"trials {finished}/{self.num_samples} done ({self.ended['stopped_early']} stopped "
+            f"early) · {len(self.running)} running · {self.ended['failed']} failed · "
+            f"best {self.metric} {best} · "
             f"{elapsed:.0f}s elapsed{eta}"
         )

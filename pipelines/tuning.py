@@ -12,8 +12,9 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,10 @@ def run_sweep(
         if progress:
             from pipelines.progress import LiveProgress
 
-            extra.append(LiveProgress(config.metric, config.mode, config.search.num_samples))
+            planned = partial(planned_epochs, plan.resolve, plan.max_epochs)
+            extra.append(
+                LiveProgress(config.metric, config.mode, plan.num_samples, planned_epochs=planned)
+            )
         tuner = build_tuner(plan, data, [tracker, *extra])
         try:
             grid = tuner.fit()
@@ -134,6 +138,15 @@ def run_sweep(
             raise
         summary = _finish(plan, data, grid, sweep, tracker, time.monotonic() - started)
     return summary
+
+
+def planned_epochs(
+    resolve: Callable[[Mapping[str, Any]], dict[str, Any]],
+    default: int,
+    trial_config: Mapping[str, Any],
+) -> int:
+    """Return how many epochs a trial was set to run (its ``epochs`` hyperparameter)."""
+    return int(resolve(trial_config).get("epochs", default))
 
 
 def trial_settings(plan: SweepPlan) -> Any:

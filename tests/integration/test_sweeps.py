@@ -5,6 +5,7 @@ Each test reconciles what Tune recorded with what MLflow holds.
 
 from __future__ import annotations
 
+import io
 import itertools
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from rich.console import Console
 
 from pipelines import run_sweep
+from pipelines.progress import LiveProgress
 from pipelines.tracking import load_registered_model
 from tests.conftest import shrunk
 
@@ -81,12 +84,25 @@ def test_tpe_asha_sweep_on_mnist_is_mirrored_in_mlflow_and_registers_a_scoring_m
             "data.val_fraction": 0.2,
         },
     )
-    summary = run_sweep(config, progress=False)
+    screen = io.StringIO()
+    view = LiveProgress(
+        config.metric,
+        config.mode,
+        8,
+        console=Console(file=screen, width=200),
+        planned_epochs=lambda trial_config: int(trial_config["epochs"]),
+    )
+    summary = run_sweep(config, progress=False, callbacks=[view])
 
     children = _check_mlflow_mirrors_tune(summary, 8)
     reasons = [c.data.tags["tunepipe.end_reason"] for c in children.values()]
     assert set(reasons) <= {"completed", "stopped_early"}
     assert "stopped_early" in reasons  # ASHA cut at least one trial at its first rung
+    # The live view's last state counts the same: 8 done, as many stopped early as MLflow says.
+    final = screen.getvalue().strip().splitlines()[-1]
+    assert f"trials 8/8 done ({reasons.count('stopped_early')} stopped early)" in final
+    assert "0 running · 0 failed" in final
+    assert f"best val_accuracy {summary.best_metric:.4f}" in final
     for result in summary.results:
         reason = children[result.metrics["trial_id"]].data.tags["tunepipe.end_reason"]
         epochs_run = int(result.metrics_dataframe["epoch"].max())
