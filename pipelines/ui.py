@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from pipelines.errors import ConfigError
 from pipelines.links import experiment_link, run_link
-from pipelines.paths import artifact_root_for, default_artifact_root, default_tracking_uri
+from pipelines.paths import (
+    artifact_root_for,
+    default_artifact_root,
+    default_tracking_uri,
+    tunepipe_home,
+)
 
 STARTUP_TIMEOUT_S = 90.0
 
@@ -39,7 +46,33 @@ def start_mlflow_server(tracking_uri: str, host: str, port: int) -> subprocess.P
     # MLflow 3 also starts seven background job consumers (for its GenAI jobs) unless told not
     # to; the UI of a sweep needs none of them, and on a small machine they cost seconds.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    log_path = server_log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:  # a pipe nobody reads would block a chatty server
+        # Its own session: the server's uvicorn workers form one process group that
+        # stop_mlflow_server ends together (ending only the parent would orphan them).
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def server_log_path() -> Path:
+    """Return the file the MLflow server started by tunepipe writes its output to."""
+    return tunepipe_home() / "mlflow-server.log"
+
+
+def stop_mlflow_server(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop a server from :func:`start_mlflow_server` with all of its worker processes."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass  # it ended on its own in the meantime
 
 
 def wait_until_up(base_url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -47,8 +80,8 @@ def wait_until_up(base_url: str, process: subprocess.Popen[bytes], timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"mlflow server exited with {process.returncode}: {stderr[-500:]}")
+            tail = server_log_path().read_text(errors="replace")[-500:]
+            raise RuntimeError(f"mlflow server exited with {process.returncode}: {tail}")
         try:
             with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
                 if response.status == 200:
@@ -88,6 +121,8 @@ def serve_ui(config: Path | None, *, host: str, port: int, console: Console) -> 
         tracking_uri, experiment = loaded.tracking.uri, loaded.experiment_name
     base_url = f"http://{host}:{port}"
     process = start_mlflow_server(tracking_uri, host, port)
+    # A service manager (or `kill`) stops us with SIGTERM: stop the server as on Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         wait_until_up(base_url, process, STARTUP_TIMEOUT_S)
         link = latest_sweep_link(tracking_uri, experiment, base_url) if experiment else None
@@ -96,9 +131,9 @@ def serve_ui(config: Path | None, *, host: str, port: int, console: Console) -> 
     except KeyboardInterrupt:
         console.print("stopping the MLflow UI")
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_mlflow_server(process)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

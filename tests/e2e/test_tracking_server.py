@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines import run_sweep
-from pipelines.ui import start_mlflow_server, wait_until_up
+from pipelines.ui import start_mlflow_server, stop_mlflow_server, wait_until_up
 from tests.conftest import shrunk
 
 
@@ -44,5 +45,6 @@ def test_sweep_records_parent_children_and_model_on_a_tracking_server(tmp_path: 
         assert version.version == summary.model_version
         assert version.run_id == summary.mlflow_parent_run_id
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_mlflow_server(server)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.pid, 0)  # no worker of the server outlived it

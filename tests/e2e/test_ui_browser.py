@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def ui_link(swept: tuple[Path, Any]) -> Iterator[str]:
         assert match, line + (server.stderr.read() if server.poll() is not None else "")
         yield match.group(1)
     finally:
-        server.terminate()
+        server.send_signal(signal.SIGINT)  # Ctrl-C: the UI stops its MLflow server with it
         server.wait(timeout=30)
 
 
