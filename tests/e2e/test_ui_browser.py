@@ -28,6 +28,7 @@ from tests.conftest import CONFIGS, REPO
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "test-screenshots"
 pytestmark = [
+    pytest.mark.slow,  # a sweep, an MLflow server and a browser: ~2 min, run by make test-slow
     pytest.mark.usefixtures("ray_local"),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium package"),
 ]

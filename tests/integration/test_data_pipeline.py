@@ -63,8 +63,19 @@ def test_preprocessing_runs_once_for_eight_trials_and_not_at_all_for_the_next_sw
     ("config_name", "modality", "searched"),
     [
         ("digits_augment_policy.yaml", "image", {"aug_rotate", "aug_zoom"}),
-        ("sms_spam_mlp.yaml", "text", {"aug_synonym", "aug_insert", "aug_swap", "aug_delete"}),
-        ("tones_cnn.yaml", "audio", {"aug_pitch", "aug_speed", "aug_time_shift"}),
+        # Text and audio run in make test-slow (the default run keeps under ~15 min on 2 cores).
+        pytest.param(
+            "sms_spam_mlp.yaml",
+            "text",
+            {"aug_synonym", "aug_insert", "aug_swap", "aug_delete"},
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "tones_cnn.yaml",
+            "audio",
+            {"aug_pitch", "aug_speed", "aug_time_shift"},
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_sweep_per_modality_logs_each_trials_augmentation_in_mlflow(

@@ -18,7 +18,8 @@ from pipelines.reproduce import TRIAL_ARTIFACT
 from pipelines.sweep_history import load_sweep_history
 from tests.conftest import shrunk
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+# A sweep plus a replay: ~2 min, so make test-slow runs it (the default run keeps to ~15 min).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
