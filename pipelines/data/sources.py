@@ -175,7 +175,10 @@ def data_modality(config: DataConfig) -> str:
         return "image"
     if config.dataset in ("csv", "parquet"):
         return "text" if config.text_column else "tabular"
-    x = _npz_arrays(config)[0]
+    return _modality_of(_npz_arrays(config)[0])
+
+
+def _modality_of(x: np.ndarray) -> str:
     return "image" if x.ndim in (3, 4) else "tabular"
 
 
@@ -263,12 +266,13 @@ def _load_npz(config: DataConfig) -> RawData:
             key="data.path",
             fix="provide one label per row",
         )
-    modality = data_modality(config)
+    # From the arrays in hand: data_modality/dataset_task would read the file again.
+    modality = config.modality if config.modality != "auto" else _modality_of(x)
     if modality == "image" and x.ndim == 3:  # (N, H, W) images get a channel axis
         x = x[:, None]
     x = x.astype(np.float32)
     _check_finite(x, "x", config)
-    task = dataset_task(config)
+    task = config.task if config.task != "auto" else _task_of(y)
     labels, names = _encode_labels(y, task)
     return RawData(x, labels, modality, task, names)
 
@@ -319,7 +323,7 @@ def _column(table: Any, name: str, config: DataConfig) -> np.ndarray:
 def _load_table(config: DataConfig) -> RawData:
     table = _read_table(config)
     labels = _column(table, config.label_column, config)
-    task = dataset_task(config)
+    task = config.task if config.task != "auto" else _task_of(labels)  # no second read
     y, names = _encode_labels(labels, task)
     if config.text_column:
         texts = [str(text) for text in _column(table, config.text_column, config)]

