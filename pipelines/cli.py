@@ -1,7 +1,9 @@
-"""The ``tunepipe`` command line: ``sweep``, ``validate``, ``ui``, ``report`` and ``replay``.
+"""The ``tunepipe`` command line: sweep, retrain, schedule, validate, ui, report and replay.
 
 User mistakes (bad config, search space or data) print one line and exit with code 2, never a
-traceback; they are detected before any cluster work starts.
+traceback; they are detected before any cluster work starts. Exit codes a scheduler can act on:
+0 done, 1 failed (retry later), 2 bad input (a person must fix it), 75 busy (another retrain of
+the experiment is running).
 """
 
 from __future__ import annotations
@@ -42,26 +44,117 @@ def _fail(exc: UserInputError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+AddressOpt = Annotated[
+    str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
+]
+
+
 @app.command()
 def sweep(
     config: ConfigArg,
     set_: SetOpt = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
+    address: AddressOpt = None,
+    extend: Annotated[
+        str | None,
+        typer.Option(
+            help="Add search.num_samples trials to this earlier sweep (its parent run id); "
+            "the searcher continues from its trials."
+        ),
     ] = None,
 ) -> None:
-    """Run a sweep, print the best configuration and where to look."""
+    """Run a sweep (or extend one), print the best configuration and where to look."""
     from pipelines.config import load_config
     from pipelines.overrides import parse_set_options
     from pipelines.report import print_summary
-    from pipelines.tuning import run_sweep
+    from pipelines.tuning import SweepFailed, run_sweep
 
     try:
         loaded = load_config(config, parse_set_options(set_ or []))
-        summary = run_sweep(loaded, address=address)
+        summary = run_sweep(loaded, address=address, extend=extend)
     except UserInputError as exc:
         raise _fail(exc) from None
+    except SweepFailed as exc:
+        errors.print(f"[bold red]sweep failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
     print_summary(summary, config, console)
+
+
+@app.command()
+def retrain(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    address: AddressOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain even when the data is unchanged.")
+    ] = False,
+) -> None:
+    """Re-tune warm, judge the winner on the holdout, promote it to champion only if better.
+
+    Exit codes: 0 promoted, kept or skipped; 1 failed; 2 bad input; 75 another retrain of the
+    experiment is running.
+    """
+    from pipelines.config import load_config
+    from pipelines.overrides import parse_set_options
+    from pipelines.retrain import EXIT_BUSY, RetrainBusy, run_retrain
+    from pipelines.tuning import SweepFailed
+
+    def stage(name: str) -> None:
+        console.print(f"[dim]retrain: {name}[/]", highlight=False)
+
+    try:
+        loaded = load_config(config, parse_set_options(set_ or []))
+        outcome = run_retrain(loaded, force=force, address=address, on_stage=stage)
+    except UserInputError as exc:
+        raise _fail(exc) from None
+    except RetrainBusy as exc:
+        errors.print(f"[bold yellow]busy:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=EXIT_BUSY) from None
+    except SweepFailed as exc:
+        errors.print(f"[bold red]retrain failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    scores = ""
+    if outcome.challenger_score is not None:
+        scores = f" holdout {outcome.metric}: challenger {outcome.challenger_score:.4f}"
+        if outcome.champion_score is not None:
+            scores += f", champion {outcome.champion_score:.4f}"
+        scores += "."
+    resumed = " (resumed an interrupted retrain)" if outcome.resumed else ""
+    champion = f"v{outcome.champion_version}" if outcome.champion_version else "none"
+    console.print(
+        f"[bold]{outcome.decision}[/]{resumed}: {outcome.reason}.{scores} "
+        f"Champion: {champion}. Run {outcome.run_id}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def schedule(
+    config: ConfigArg,
+    cron: Annotated[str, typer.Option(help='When to retrain, a crontab line: "0 3 * * *".')],
+    set_: SetOpt = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="Time zone of the cron expression (default: local).")
+    ] = None,
+    run_now: Annotated[
+        bool, typer.Option("--run-now", help="Also retrain once right away.")
+    ] = False,
+    max_runs: Annotated[
+        int | None, typer.Option(help="Stop after this many retrains (default: never).")
+    ] = None,
+) -> None:
+    """Retrain CONFIG on a cron schedule in this process (each run as `tunepipe retrain`)."""
+    from pipelines.config import load_config
+    from pipelines.overrides import parse_set_options
+    from pipelines.schedule import parse_cron, run_schedule
+
+    extra = [arg for item in set_ or [] for arg in ("--set", item)]
+    try:
+        load_config(config, parse_set_options(set_ or []))  # bad input fails now, not at 3 am
+        parse_cron(cron, timezone)
+    except UserInputError as exc:
+        raise _fail(exc) from None
+    run_schedule(cron, config, extra, max_runs=max_runs, run_now=run_now, timezone=timezone)
 
 
 @app.command()

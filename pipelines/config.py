@@ -47,6 +47,8 @@ class DataConfig(_Section):
     image_size: tuple[int, int] | None = None
     max_tokens: int = Field(64, ge=4, le=1024)
     val_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    # Rows set aside for judging a retrained model against the champion; no trial sees them.
+    holdout_fraction: float = Field(0.0, ge=0.0, lt=0.5)
     seed: int = 0
     cache: bool = True
     augment: dict[str, AugmentStepConfig] = Field(default_factory=dict)
@@ -109,6 +111,18 @@ class TrackingConfig(_Section):
     register_model: bool = True
 
 
+class RetrainConfig(_Section):
+    """How ``tunepipe retrain`` re-tunes, judges and promotes (see :mod:`pipelines.retrain`)."""
+
+    num_samples: int = Field(4, ge=1)
+    # The best earlier configurations, evaluated first on the new data.
+    top_k: int = Field(3, ge=0)
+    # The challenger must beat the champion's holdout score by more than this to be promoted.
+    margin: float = Field(0.0, ge=0.0)
+    # Used when data.holdout_fraction is 0: a retrain always judges on rows tuning never saw.
+    holdout_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+
+
 class ExperimentConfig(_Section):
     """A whole sweep, fully resolved. Build it with :func:`load_config`."""
 
@@ -121,6 +135,7 @@ class ExperimentConfig(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     fault_tolerance: FaultToleranceConfig = FaultToleranceConfig()
+    retrain: RetrainConfig = RetrainConfig()
     # Factories, not instances: the default paths read TUNEPIPE_HOME when a config is loaded.
     storage: StorageConfig = Field(default_factory=StorageConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -30,6 +30,7 @@ class StrategyContext:
             (:class:`~search_spaces.convert.SearcherSpace`).
         repeats: How often grid search runs its whole grid (``search.num_samples``).
         max_concurrent: Trials in flight at most (None: as many as resources allow).
+        warm_start: Earlier results to start from (:mod:`pipelines.warm_start`), or None.
 
     """
 
@@ -41,6 +42,11 @@ class StrategyContext:
     searcher_space: Any = None
     repeats: int = 1
     max_concurrent: int | None = None
+    warm_start: Any = None
+
+    def warm_points(self) -> list[dict[str, Any]] | None:
+        """Return the earlier configurations to evaluate first (None: a cold start)."""
+        return self.warm_start.points() or None if self.warm_start is not None else None
 
 
 class _Options(BaseModel):
@@ -119,7 +125,11 @@ def _random(_: NoOptions, ctx: StrategyContext) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune's max_concurrent_trials ignores this generator: it takes the limit itself.
-    return BasicVariantGenerator(random_state=ctx.seed, max_concurrent=ctx.max_concurrent or 0)
+    return BasicVariantGenerator(
+        points_to_evaluate=ctx.warm_points(),
+        random_state=ctx.seed,
+        max_concurrent=ctx.max_concurrent or 0,
+    )
 
 
 def _grid(_: NoOptions, ctx: StrategyContext) -> Any:
@@ -143,9 +153,22 @@ def _quiet_optuna() -> None:
 def _optuna(sampler: Any, ctx: StrategyContext) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
+    from pipelines.warm_start import seeded_optuna_storage
+
+    space = ctx.searcher_space.optuna_space
+    storage = None
+    if ctx.warm_start is not None and ctx.warm_start.trials:
+        # The study starts with every earlier result in it: the sampler's model is warm.
+        storage = seeded_optuna_storage(space, ctx.mode, ctx.warm_start.trials, "tunepipe")
     # Concurrency is capped by TuneConfig(max_concurrent_trials), which wraps any searcher.
     return OptunaSearch(
-        space=ctx.searcher_space.optuna_space, sampler=sampler, metric=ctx.metric, mode=ctx.mode
+        space=space,
+        sampler=sampler,
+        metric=ctx.metric,
+        mode=ctx.mode,
+        points_to_evaluate=ctx.warm_points(),
+        storage=storage,
+        study_name="tunepipe",
     )
 
 
@@ -181,8 +204,11 @@ def _gp(opts: GPOptions, ctx: StrategyContext) -> Any:
 def _hyperopt(opts: HyperOptOptions, ctx: StrategyContext) -> Any:
     from ray.tune.search.hyperopt import HyperOptSearch
 
+    # HyperOpt's points are nested like its space; only flat (unconditional) ones are passed.
+    flat = ctx.space is not None and not ctx.space.is_conditional()
     return HyperOptSearch(
         space=ctx.searcher_space.hyperopt_space,
+        points_to_evaluate=ctx.warm_points() if flat else None,
         metric=ctx.metric,
         mode=ctx.mode,
         n_initial_points=opts.n_initial_points,

@@ -49,13 +49,17 @@ def print_summary(summary: Any, config_path: Path, console: Console) -> None:
         f"(trial {summary.best_trial_id}, epoch {summary.best_epoch})"
     )
     console.print(f"[bold]Best config[/]: {summary.best_config}", highlight=False)
-    console.print(f"Best checkpoint: {summary.best_checkpoint}", highlight=False)
-    if summary.model_version:
+    model = f"models:/{summary.experiment_name}/{summary.model_version}"
+    if not getattr(summary, "new_best", True):
         console.print(
-            f"Registered model: models:/{summary.experiment_name}/{summary.model_version} "
-            "(alias challenger)",
+            "The extension found nothing better: the sweep's best stands"
+            + (f" ({model})" if summary.model_version else ""),
             highlight=False,
         )
+    else:
+        console.print(f"Best checkpoint: {summary.best_checkpoint}", highlight=False)
+        if summary.model_version:
+            console.print(f"Registered model: {model} (alias challenger)", highlight=False)
     console.print(
         f"MLflow: {summary.mlflow_tracking_uri} · sweep run {summary.mlflow_parent_run_id}",
         highlight=False,

@@ -23,7 +23,8 @@ class BestTrial:
     checkpoint_dir: Path | None
 
 
-def _is_better(value: float, than: float | None, mode: str) -> bool:
+def is_better(value: float, than: float | None, mode: str) -> bool:
+    """Return whether ``value`` beats ``than`` in direction ``mode`` (anything beats None)."""
     return than is None or (value > than if mode == "max" else value < than)
 
 
@@ -40,7 +41,7 @@ def best_of_trial(result: Any, metric: str, mode: str) -> tuple[float, int] | No
     best: tuple[float, int] | None = None
     for value, epoch in zip(frame[metric], frame["epoch"], strict=True):
         finite = isinstance(value, int | float) and math.isfinite(value)
-        if finite and _is_better(float(value), best[0] if best else None, mode):
+        if finite and is_better(float(value), best[0] if best else None, mode):
             best = (float(value), int(epoch))
     return best
 
@@ -55,7 +56,7 @@ def select_best(
     winner: BestTrial | None = None
     for result in grid:
         found = best_of_trial(result, metric, mode)
-        if found is None or not _is_better(found[0], winner.value if winner else None, mode):
+        if found is None or not is_better(found[0], winner.value if winner else None, mode):
             continue
         winner = BestTrial(
             trial_id=str(result.metrics.get("trial_id", result.path)),

@@ -89,7 +89,7 @@ def report(
     history = load_sweep_history(client, parent)
     best = {
         key[len("best.") :]: value
-        for key, value in client.get_run(parent).data.params.items()
+        for key, value in client.get_run(parent).data.tags.items()
         if key.startswith("best.")
     }
     print_report(history, best, console)

@@ -20,13 +20,19 @@ from typing import Any
 
 from pipelines.cluster import check_resources, ray_session
 from pipelines.config import ExperimentConfig, load_config
-from pipelines.data import SweepData, prepare_data
+from pipelines.data import SweepData, prepare_arrays, prepare_data
+from pipelines.extend import PreviousBest, check_same_data, find_sweep_to_extend
 from pipelines.reproduce import SweepRecord, code_version, package_versions
-from pipelines.results import BestTrial, count_end_reasons, select_best
+from pipelines.results import BestTrial, count_end_reasons, is_better, select_best
 from pipelines.tracking import MlflowTrialCallback, SweepRun, register_best_model
 from pipelines.validate import SweepPlan, plan_sweep
+from pipelines.warm_start import WarmStart, earlier_trials
 
 logger = logging.getLogger(__name__)
+
+
+class SweepFailed(RuntimeError):
+    """A sweep ran but produced nothing usable (no trial reached a finite metric)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class SweepSummary:
         storage_path: Ray Tune's folder for this sweep.
         elapsed_s: Wall time of the sweep.
         results: Tune's ResultGrid, for further analysis.
+        new_best: False when an extension found nothing better and the sweep's best stands.
 
     """
 
@@ -71,6 +78,7 @@ class SweepSummary:
     storage_path: str
     elapsed_s: float
     results: Any = field(repr=False, compare=False)
+    new_best: bool = True
 
 
 def run_sweep(
@@ -80,6 +88,9 @@ def run_sweep(
     address: str | None = None,
     callbacks: Sequence[Any] = (),
     progress: bool = True,
+    extend: str | None = None,
+    warm_start: WarmStart | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> SweepSummary:
     """Run a hyperparameter sweep and record it in MLflow.
 
@@ -89,9 +100,13 @@ def run_sweep(
         address: Ray cluster to use (else ``RAY_ADDRESS``, else a private local instance).
         callbacks: Extra Ray Tune callbacks.
         progress: Show a live progress view in the terminal.
+        extend: Parent run id of an earlier sweep to add ``search.num_samples`` trials to
+            (:mod:`pipelines.extend`); its searcher continues from the sweep's trials.
+        warm_start: Earlier results for the searcher (:mod:`pipelines.warm_start`).
+        tags: Extra tags for the sweep's parent run.
 
     Returns:
-        The summary of the finished sweep.
+        The summary of the finished sweep (for an extension: the sweep's best so far).
 
     Raises:
         UserInputError: For invalid config, search space or data, before any cluster work.
@@ -102,6 +117,23 @@ def run_sweep(
     elif overrides:
         raise TypeError("overrides apply to a config file; pass a path or apply them yourself")
     plan = plan_sweep(config)
+    base = find_sweep_to_extend(config, extend) if extend is not None else None
+    if base is not None:
+        from mlflow.tracking import MlflowClient
+
+        earlier = earlier_trials(
+            MlflowClient(config.tracking.uri),
+            base.experiment_id,
+            plan.space,
+            config.metric,
+            config.mode,
+            [base.run_id],
+        )
+        # Its trials were run already: no re-evaluation, but every one seeds the searcher.
+        warm_start = WarmStart(tuple(earlier), top_k=0, mode=config.mode)
+        check_same_data(base, prepare_arrays(config.data)[0].fingerprint())
+    if warm_start is not None:
+        plan = plan_sweep(config, warm_start)
     if plan.scheduler_name == "pbt" and config.search.seed is not None:
         # Ray's PBT draws its perturbations from Python's global generator.
         random.seed(config.search.seed)
@@ -110,7 +142,15 @@ def run_sweep(
         check_resources(config.resources)
         data = prepare_data(config.data, cpus_per_trial=max(1, int(config.resources.cpu)))
         sweep = SweepRun(config.tracking.uri, config.experiment_name)
-        parent_id = sweep.start(config.to_dict(), config.trainable.search_space, _tags(plan, data))
+        run_tags = {**_tags(plan, data), **(tags or {})}
+        if warm_start is not None:
+            run_tags["tunepipe.warm_start_trials"] = str(len(warm_start.trials))
+        if base is None:
+            parent_id = sweep.start(config.to_dict(), config.trainable.search_space, run_tags)
+        else:
+            parent_id = base.run_id
+            sweep.resume(parent_id)
+            sweep.set_tags({**run_tags, "tunepipe.extensions": str(base.extensions + 1)})
         record = SweepRecord(
             config.to_dict(), code_version(), package_versions(), data.fingerprint
         )
@@ -121,6 +161,7 @@ def run_sweep(
             plan.space.names(),
             plan.resolve,
             record=record,
+            trial_offset=base.trials if base is not None else 0,
         )
         extra = [*callbacks]
         if progress:
@@ -136,7 +177,8 @@ def run_sweep(
         except BaseException:
             sweep.end("KILLED")
             raise
-        summary = _finish(plan, data, grid, sweep, tracker, time.monotonic() - started)
+        previous = base.best if base is not None else None
+        summary = _finish(plan, data, grid, sweep, tracker, time.monotonic() - started, previous)
     return summary
 
 
@@ -173,6 +215,9 @@ def build_tuner(plan: SweepPlan, data: SweepData, callbacks: list[Any]) -> Any:
     # Tune's newer console reporter prints its tables even at verbose=0; the classic one is silent
     # there, and our own LiveProgress view reports progress instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Short trials that keep N checkpoints each force a state snapshot per checkpoint, and Tune
+    # warns about it every time; on a small sweep that is expected and costs milliseconds.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     config = plan.config
     function = make_trial_function(trial_settings(plan))
     trainable = tune.with_resources(
@@ -241,27 +286,42 @@ def _finish(
     sweep: SweepRun,
     tracker: MlflowTrialCallback,
     elapsed: float,
+    previous: PreviousBest | None = None,
 ) -> SweepSummary:
     config = plan.config
     reasons = count_end_reasons(grid, tracker.end_reasons)
     sweep.log_metrics({f"trials_{k}": v for k, v in reasons.items()} | {"elapsed_s": elapsed})
     best = select_best(grid, config.metric, config.mode, plan.resolve)
-    if best is None:
+    if best is None and previous is None:
         sweep.set_tags({"tunepipe.outcome": "no trial produced a finite metric"})
         sweep.end("FAILED")
-        raise RuntimeError("no trial of the sweep produced a finite metric; see MLflow for why")
-    version = _record_best(plan, data, best, sweep, tracker)
+        raise SweepFailed("no trial of the sweep produced a finite metric; see MLflow for why")
+    improved = best is not None and is_better(
+        best.value, previous.value if previous else None, config.mode
+    )
+    if improved:
+        assert best is not None
+        version = _record_best(plan, data, best, sweep, tracker)
+        kept = best
+    else:
+        # An extension that found nothing better: the sweep's best stands, and its best-so-far
+        # history gets a point that says so.
+        assert previous is not None
+        name = f"best_{config.metric}"
+        sweep.log_metrics({name: previous.value}, step=sweep.next_step(name))
+        version = previous.model_version
+        kept = BestTrial(previous.trial_id, previous.config, previous.value, previous.epoch, None)
     log_sweep_plots(config.tracking.uri, sweep.run_id or "")
     sweep.end("FINISHED")
     return SweepSummary(
         experiment_name=config.experiment_name,
         metric=config.metric,
         mode=config.mode,
-        best_config=best.config,
-        best_metric=best.value,
-        best_trial_id=best.trial_id,
-        best_epoch=best.epoch,
-        best_checkpoint=str(best.checkpoint_dir) if best.checkpoint_dir else None,
+        best_config=kept.config,
+        best_metric=kept.value,
+        best_trial_id=kept.trial_id,
+        best_epoch=kept.epoch,
+        best_checkpoint=str(kept.checkpoint_dir) if kept.checkpoint_dir else None,
         mlflow_parent_run_id=sweep.run_id or "",
         mlflow_tracking_uri=config.tracking.uri,
         mlflow_experiment_id=sweep.experiment_id,
@@ -271,6 +331,7 @@ def _finish(
         storage_path=str(grid.experiment_path),
         elapsed_s=elapsed,
         results=grid,
+        new_best=improved,
     )
 
 

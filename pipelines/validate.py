@@ -46,22 +46,27 @@ class SweepPlan:
     resolve: Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
-def plan_sweep(config: ExperimentConfig) -> SweepPlan:
+def plan_sweep(config: ExperimentConfig, warm_start: Any = None) -> SweepPlan:
     """Check every cross-section rule and build the sweep's pieces.
+
+    Args:
+        config: The loaded experiment config.
+        warm_start: Earlier results the searcher starts from (a
+            :class:`~pipelines.warm_start.WarmStart`), or None for a cold start.
 
     Raises:
         UserInputError: Naming the config file and key, for the first rule broken.
 
     """
     try:
-        return _plan(config)
+        return _plan(config, warm_start)
     except UserInputError as exc:
         if exc.source is None and config.source is not None:
             raise exc.with_source(config.source) from None
         raise
 
 
-def _plan(config: ExperimentConfig) -> SweepPlan:
+def _plan(config: ExperimentConfig, warm_start: Any = None) -> SweepPlan:
     info = _trainable_info(config)
     space = load_search_space(config.trainable.search_space)
     _check_hparams(config, info, space)
@@ -79,12 +84,13 @@ def _plan(config: ExperimentConfig) -> SweepPlan:
     ctx = registry.StrategyContext(
         metric=config.metric,
         mode=config.mode,
-        seed=config.search.seed,
+        seed=warm_start.seed(config.search.seed) if warm_start else config.search.seed,
         max_epochs=max_epochs,
         space=space,
         searcher_space=converted,
         repeats=config.search.num_samples,
         max_concurrent=config.search.max_concurrent,
+        warm_start=warm_start,
     )
     searcher = registry.build(
         registry.SEARCHERS, method, config.search.options, ctx, key="search.method"

@@ -63,7 +63,8 @@ def prepare_arrays(config: DataConfig) -> tuple[Prepared, bool]:
     started = time.perf_counter()
     raw = load_raw(config)
     prepared = preprocess(raw, config)
-    rows = len(prepared.y_train) + len(prepared.y_val)
+    holdout = 0 if prepared.y_holdout is None else len(prepared.y_holdout)
+    rows = len(prepared.y_train) + len(prepared.y_val) + holdout
     if rows != len(raw.y):  # rows in == rows out, always
         raise DataError(
             f"preprocessing turned {len(raw.y)} rows into {rows}",

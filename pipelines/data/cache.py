@@ -48,9 +48,19 @@ PREPROCESS_KEYS = (
     "image_size",
     "max_tokens",
     "val_fraction",
+    "holdout_fraction",
     "seed",
 )
-_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "synonym_ids", "synonym_counts")
+_ARRAYS = (
+    "x_train",
+    "y_train",
+    "x_val",
+    "y_val",
+    "x_holdout",
+    "y_holdout",
+    "synonym_ids",
+    "synonym_counts",
+)
 
 
 def cache_root() -> Path:
@@ -101,6 +111,8 @@ def load(key: str) -> Prepared | None:
         y_train=arrays["y_train"],
         x_val=arrays["x_val"],
         y_val=arrays["y_val"],
+        x_holdout=arrays.get("x_holdout"),
+        y_holdout=arrays.get("y_holdout"),
         modality=meta["modality"],
         task=meta["task"],
         num_classes=meta["num_classes"],

@@ -9,7 +9,7 @@ into training.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,8 @@ class Prepared:
 
     ``x_train`` holds rows in the form augmentation works on (normalised images and tables,
     token ids, waveforms); ``x_val`` holds model inputs (features), since it is never augmented.
+    ``x_holdout``/``y_holdout`` (model inputs, like ``x_val``) exist when ``data.holdout_fraction``
+    is set: rows no trial sees, on which a retrained model is judged against the champion.
     """
 
     x_train: np.ndarray
@@ -46,6 +48,8 @@ class Prepared:
     synonym_ids: np.ndarray | None = None
     synonym_counts: np.ndarray | None = None
     vocab: tuple[str, ...] = field(default=(), repr=False)
+    x_holdout: np.ndarray | None = field(default=None, repr=False)
+    y_holdout: np.ndarray | None = field(default=None, repr=False)
 
     def spec(self) -> DataSpec:
         """Return what a trainable needs to build its model for this data."""
@@ -71,24 +75,61 @@ class Prepared:
         digest = hashlib.sha256()
         for array in (self.x_train, self.y_train, self.x_val, self.y_val):
             digest.update(np.ascontiguousarray(array).tobytes())
+        # Only when present, so fingerprints of data without a holdout stay what they were.
+        for optional in (self.x_holdout, self.y_holdout):
+            if optional is not None:
+                digest.update(np.ascontiguousarray(optional).tobytes())
         return digest.hexdigest()[:16]
 
 
 def preprocess(raw: RawData, config: DataConfig) -> Prepared:
-    """Split ``raw`` with a fixed seed (stratified for classes) and prepare it for training."""
-    train_index, val_index = _split(raw, config)
+    """Split ``raw`` with a fixed seed (stratified for classes) and prepare it for training.
+
+    Holdout rows (``data.holdout_fraction``) are set aside first and prepared like validation
+    rows, with statistics from the training split only.
+    """
+    holdout = holdout_rows(raw.x, config.holdout_fraction)
+    train_index, val_index = _split(raw, config, np.flatnonzero(~holdout))
+    scored = np.concatenate([val_index, np.flatnonzero(holdout)])
     if raw.modality == "text":
-        return _text(raw, train_index, val_index, config)
-    if raw.modality == "audio":
-        return _audio(raw, train_index, val_index)
-    return _numeric(raw, train_index, val_index)
+        prepared = _text(raw, train_index, scored, config)
+    elif raw.modality == "audio":
+        prepared = _audio(raw, train_index, scored)
+    else:
+        prepared = _numeric(raw, train_index, scored)
+    if not holdout.any():
+        return prepared
+    n_val = len(val_index)
+    return replace(
+        prepared,
+        x_val=prepared.x_val[:n_val],
+        y_val=prepared.y_val[:n_val],
+        x_holdout=prepared.x_val[n_val:],
+        y_holdout=prepared.y_val[n_val:],
+    )
 
 
-def _split(raw: RawData, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+def holdout_rows(x: Any, fraction: float) -> np.ndarray:
+    """Return a mask of the rows in the holdout: a hash of each row's features, not a draw.
+
+    A row keeps its side however the dataset around it grows, shrinks or is relabelled, so a
+    champion trained on last month's data has never seen a row of this month's holdout.
+    """
+    mask = np.zeros(len(x), dtype=bool)
+    if fraction <= 0:
+        return mask
+    threshold = int(fraction * 2**64)
+    for i, row in enumerate(x):
+        data = row.encode("utf-8") if isinstance(row, str) else np.ascontiguousarray(row).tobytes()
+        mask[i] = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") < threshold
+    return mask
+
+
+def _split(raw: RawData, config: DataConfig, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
-    rows = np.arange(len(raw.y))
-    stratify = raw.y if raw.task == "classification" and _can_stratify(raw.y, config) else None
+    labels = raw.y[rows]
+    stratify = labels if raw.task == "classification" and _can_stratify(labels, config) else None
     train, val = train_test_split(
         rows, test_size=config.val_fraction, random_state=config.seed, stratify=stratify
     )

@@ -61,9 +61,12 @@ def trial_number(trial: Any) -> int:
     return int(digits.group()) if digits else 0
 
 
-def run_name(trial: Any, hparams: Mapping[str, Any], searched: list[str]) -> str:
-    """Name a child run so a person can tell trials apart: number plus key hyperparameters."""
-    parts = [f"trial-{trial_number(trial):03d}"]
+def run_name(trial: Any, hparams: Mapping[str, Any], searched: list[str], offset: int = 0) -> str:
+    """Name a child run so a person can tell trials apart: number plus key hyperparameters.
+
+    ``offset`` continues the numbering of an extended sweep after its earlier trials.
+    """
+    parts = [f"trial-{trial_number(trial) + offset:03d}"]
     for key in [k for k in NAME_KEYS if k in searched and k in hparams][:3]:
         value = hparams[key]
         parts.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
@@ -95,6 +98,7 @@ class MlflowTrialCallback(Callback):
         resolve: Turns a trial's config into its active hyperparameters (what is logged).
         max_epochs_key: Hyperparameter that holds the planned number of epochs.
         record: What every trial records for reproducibility (see :mod:`pipelines.reproduce`).
+        trial_offset: Trials the sweep already has (``--extend``): numbering continues after.
 
     """
 
@@ -107,6 +111,7 @@ class MlflowTrialCallback(Callback):
         resolve: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
         max_epochs_key: str = "epochs",
         record: SweepRecord | None = None,
+        trial_offset: int = 0,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -115,6 +120,7 @@ class MlflowTrialCallback(Callback):
         self.resolve = resolve
         self.max_epochs_key = max_epochs_key
         self.record = record
+        self.trial_offset = trial_offset
         self.run_ids: dict[str, str] = {}
         self.end_reasons: dict[str, str] = {}
         self._trials: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -140,7 +146,10 @@ class MlflowTrialCallback(Callback):
         """Create the trial's child run the first time it starts (not again on retries)."""
         if trial.trial_id not in self._trials:
             hparams = self.resolve(trial.config)
-            self._trials[trial.trial_id] = (run_name(trial, hparams, self.searched), hparams)
+            self._trials[trial.trial_id] = (
+                run_name(trial, hparams, self.searched, self.trial_offset),
+                hparams,
+            )
             self._submit(self._ensure_run, trial.trial_id)
 
     def on_trial_result(

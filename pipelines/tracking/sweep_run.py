@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -88,26 +89,43 @@ class SweepRun:
         extra_tags: Mapping[str, str],
         checkpoint_dir: Path | None,
     ) -> None:
-        """Record the best trial's hyperparameters, metric and checkpoint on the parent run."""
+        """Record the best trial's hyperparameters, metric and checkpoint on the parent run.
+
+        The hyperparameters are tags ``best.<name>`` (plus ``tunepipe.best_config`` as JSON), not
+        params: MLflow params are write-once, and an extended sweep can find a better trial.
+        Each call logs ``best_<metric>`` at the next step, so its history is the best-so-far.
+        """
         run_id = self._require_run()
-        log_params(self.client, run_id, {f"best.{k}": v for k, v in best_params.items()})
-        self.client.log_metric(run_id, f"best_{metric}", value)
-        self.set_tags(extra_tags)
+        step = self.next_step(f"best_{metric}")
+        best_tags = {f"best.{k}": str(v)[:5000] for k, v in best_params.items()}
+        best_tags["tunepipe.best_config"] = json.dumps(dict(best_params), default=str)
+        self.set_tags({**best_tags, **extra_tags})
+        self.client.log_metric(run_id, f"best_{metric}", value, step=step)
         if checkpoint_dir is not None:
             self.client.log_artifacts(run_id, str(checkpoint_dir), artifact_path="best_checkpoint")
+
+    def resume(self, run_id: str) -> None:
+        """Reopen an earlier sweep's parent run (``--extend``): it is RUNNING again."""
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set tags on the parent run in one call."""
         run_id = self._require_run()
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+    def next_step(self, metric: str) -> int:
+        """Return the step after the last one logged for ``metric`` on the parent run (0 first)."""
+        history = self.client.get_metric_history(self._require_run(), metric)
+        return max((m.step for m in history), default=-1) + 1
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log sweep-level metrics (counts, durations) on the parent run."""
         run_id = self._require_run()
         now = int(time.time() * 1000)
         from mlflow.entities import Metric
 
-        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch)
 
     def end(self, status: str = "FINISHED") -> None:

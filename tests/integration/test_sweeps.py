@@ -58,7 +58,7 @@ def _check_mlflow_mirrors_tune(summary: Any, num_trials: int) -> dict[str, Any]:
     best = summary.results.get_best_result(summary.metric, summary.mode, scope="all")
     parent = parents[0]
     for key, value in best.config.items():
-        assert parent.data.params[f"best.{key}"] == str(value)
+        assert parent.data.tags[f"best.{key}"] == str(value)
     assert summary.best_config == best.config
     assert parent.data.metrics[f"best_{summary.metric}"] == pytest.approx(summary.best_metric)
     assert parent.info.status == "FINISHED"

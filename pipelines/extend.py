@@ -1,0 +1,133 @@
+"""``tunepipe sweep CONFIG --extend SWEEP``: more trials for a finished sweep, in the same run.
+
+Ray Tune's restore resumes an interrupted experiment; it cannot add trials to one that finished.
+An extension is a new Tune experiment whose searcher starts from everything the sweep already
+tried (:mod:`pipelines.warm_start`), whose trials are nested under the sweep's own parent run,
+numbered after the earlier ones, and whose best replaces the sweep's best only when it is better.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.config import ExperimentConfig
+from pipelines.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PreviousBest:
+    """The best result a sweep had before it was extended."""
+
+    value: float
+    config: dict[str, Any]
+    trial_id: str
+    epoch: int
+    model_version: str | None
+
+
+@dataclass(frozen=True)
+class SweepToExtend:
+    """An earlier sweep's parent run, checked to be extendable by the given config.
+
+    Attributes:
+        run_id: The parent run.
+        experiment_id: Its MLflow experiment.
+        trials: Number of trials it already has (new ones are numbered after them).
+        extensions: How often it was extended before.
+        data_fingerprint: The data it was tuned on (an extension must use the same).
+        best: Its best so far, or None when no trial produced a finite metric.
+
+    """
+
+    run_id: str
+    experiment_id: str
+    trials: int
+    extensions: int
+    data_fingerprint: str
+    best: PreviousBest | None
+
+
+def find_sweep_to_extend(config: ExperimentConfig, run_id: str) -> SweepToExtend:
+    """Read sweep ``run_id`` from MLflow and check ``config`` may extend it.
+
+    Raises:
+        ConfigError: When the run does not exist, is not a sweep of this experiment, or was
+            tuned for another metric or direction.
+
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(config.tracking.uri)
+    fix = "pass the run id of a sweep's parent run (tunepipe report prints it)"
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(
+            f"no run {run_id!r} in {config.tracking.uri}", key="--extend", fix=fix
+        ) from None
+    tags = run.data.tags
+    if tags.get("tunepipe.kind") != "sweep":
+        raise ConfigError(f"run {run_id} is not a sweep's parent run", key="--extend", fix=fix)
+    experiment = client.get_experiment(run.info.experiment_id)
+    if experiment.name != config.experiment_name:
+        raise ConfigError(
+            f"sweep {run_id} belongs to experiment {experiment.name!r}, "
+            f"this config to {config.experiment_name!r}",
+            key="--extend",
+            fix="extend a sweep with the config that started it",
+        )
+    recorded = (tags.get("tunepipe.metric"), tags.get("tunepipe.mode"))
+    if recorded != (config.metric, config.mode):
+        raise ConfigError(
+            f"sweep {run_id} optimised {recorded[0]} ({recorded[1]}), the config "
+            f"{config.metric} ({config.mode})",
+            key="--extend",
+            fix="keep metric and mode as they were, or start a new sweep",
+        )
+    children = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
+        max_results=10_000,
+    )
+    return SweepToExtend(
+        run_id=run_id,
+        experiment_id=run.info.experiment_id,
+        trials=len(children),
+        extensions=int(tags.get("tunepipe.extensions", "0")),
+        data_fingerprint=tags.get("tunepipe.data_fingerprint", ""),
+        best=_previous_best(run, config.metric),
+    )
+
+
+def _previous_best(run: Any, metric: str) -> PreviousBest | None:
+    value = run.data.metrics.get(f"best_{metric}")
+    tags = run.data.tags
+    if value is None or not math.isfinite(value) or "tunepipe.best_config" not in tags:
+        return None
+    return PreviousBest(
+        value=float(value),
+        config=json.loads(tags["tunepipe.best_config"]),
+        trial_id=tags.get("tunepipe.best_trial_id", ""),
+        epoch=int(tags.get("tunepipe.best_epoch", "0")),
+        model_version=tags.get("tunepipe.model_version"),
+    )
+
+
+def check_same_data(sweep: SweepToExtend, fingerprint: str) -> None:
+    """Refuse to extend a sweep on data other than the data its trials were scored on.
+
+    Raises:
+        ConfigError: When the fingerprints differ.
+
+    """
+    if sweep.data_fingerprint and sweep.data_fingerprint != fingerprint:
+        raise ConfigError(
+            f"the data changed since sweep {sweep.run_id} (fingerprint "
+            f"{sweep.data_fingerprint} then, {fingerprint} now): its scores are not comparable",
+            key="--extend",
+            fix="start a new sweep, or run tunepipe retrain, which warm-starts from it",
+        )
