@@ -152,9 +152,9 @@ def schedule(
     try:
         load_config(config, parse_set_options(set_ or []))  # bad input fails now, not at 3 am
         parse_cron(cron, timezone)
+        run_schedule(cron, config, extra, max_runs=max_runs, run_now=run_now, timezone=timezone)
     except UserInputError as exc:
         raise _fail(exc) from None
-    run_schedule(cron, config, extra, max_runs=max_runs, run_now=run_now, timezone=timezone)
 
 
 @app.command()

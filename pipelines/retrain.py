@@ -274,7 +274,7 @@ class _Retrain:
             reason=reason,
             run_id=run.info.run_id,
             metric=self.config.metric,
-            champion_version=champion.version if champion else None,
+            champion_version=str(champion.version) if champion else None,
         )
 
     def _tune(self) -> tuple[str, str]:
@@ -344,12 +344,14 @@ class _Retrain:
         metric = self.config.metric
         if decision == "promoted":
             self.client.set_registered_model_alias(self.name, CHAMPION, version)
-        after = version if decision == "promoted" else (champion.version if champion else None)
+        after = (
+            version if decision == "promoted" else (str(champion.version) if champion else None)
+        )
         tags = {
             "tunepipe.retrain_decision": decision,
             "tunepipe.retrain_reason": reason,
             "tunepipe.challenger_version": version,
-            "tunepipe.champion_before": champion.version if champion else "",
+            "tunepipe.champion_before": str(champion.version) if champion else "",
             "tunepipe.champion_after": after or "",
             STAGE_TAG: "decided",
         }
