@@ -164,3 +164,12 @@ def test_killed_retrains_leave_no_duplicate_versions_and_an_evaluated_champion(
     assert "skipped" in rerun.stdout
     assert _versions(isolated_home) == ["1", "2"]
     assert _champion(isolated_home) == champion_now
+
+
+def test_schedule_with_a_bad_cron_exits_2_before_it_waits(isolated_home: Path) -> None:
+    done = subprocess.run(
+        [*TUNEPIPE, "schedule", str(CONFIG), "--cron", "61 3 * * *"],
+        cwd=REPO, env=_env(isolated_home), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--cron" in done.stderr and "Traceback" not in done.stderr
