@@ -94,7 +94,9 @@ def retrain(
     experiment is running.
     """
     from pipelines.config import load_config
+    from pipelines.links import run_link
     from pipelines.overrides import parse_set_options
+    from pipelines.report import DEFAULT_UI_URL
     from pipelines.retrain import EXIT_BUSY, RetrainBusy, run_retrain
     from pipelines.tuning import SweepFailed
 
@@ -123,6 +125,12 @@ def retrain(
     console.print(
         f"[bold]{outcome.decision}[/]{resumed}: {outcome.reason}.{scores} "
         f"Champion: {champion}. Run {outcome.run_id}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    link = run_link(DEFAULT_UI_URL, outcome.experiment_id, outcome.run_id)
+    console.print(
+        f"Look at it in the MLflow UI: [bold]tunepipe ui {config}[/], then open {link}",
         highlight=False,
         soft_wrap=True,
     )

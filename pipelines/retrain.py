@@ -68,6 +68,7 @@ class RetrainOutcome:
         challenger_score: The challenger's holdout score.
         champion_score: The previous champion's holdout score (None without one).
         resumed: Whether an interrupted retrain was finished instead of starting a new one.
+        experiment_id: The MLflow experiment (for UI links).
 
     """
 
@@ -80,6 +81,7 @@ class RetrainOutcome:
     challenger_score: float | None = None
     champion_score: float | None = None
     resumed: bool = False
+    experiment_id: str = ""
 
 
 def retrain_config(config: ExperimentConfig) -> ExperimentConfig:
@@ -275,6 +277,7 @@ class _Retrain:
             run_id=run.info.run_id,
             metric=self.config.metric,
             champion_version=str(champion.version) if champion else None,
+            experiment_id=self.experiment_id,
         )
 
     def _tune(self) -> tuple[str, str]:
@@ -378,4 +381,5 @@ class _Retrain:
             challenger_score=challenger,
             champion_score=champion_score,
             resumed=resumed,
+            experiment_id=self.experiment_id,
         )

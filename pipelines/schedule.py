@@ -36,11 +36,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
 from pipelines.errors import ConfigError
+from pipelines.retrain import EXIT_BUSY
 
 logger = logging.getLogger(__name__)
 
 #: ``tunepipe retrain`` exit code when another retrain of the experiment holds the lock.
-EX_TEMPFAIL = 75
+EX_TEMPFAIL = EXIT_BUSY
 
 #: What each exit code of ``tunepipe retrain`` means, as the log line says it.
 EXIT_MEANINGS = {

@@ -7,6 +7,7 @@ SIGKILLs, at a chosen stage or while trials run.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,6 +105,8 @@ def test_killed_retrains_leave_no_duplicate_versions_and_an_evaluated_champion(
 ) -> None:
     first = _retrain(isolated_home)
     assert first.returncode == 0 and "promoted" in first.stdout, first.stderr[-3000:]
+    assert re.search(r"tunepipe ui .*digits_retrain\.yaml.*/#/experiments/\d+/runs/[0-9a-f]{32}",
+                     first.stdout.replace("\n", " "))  # fmt: skip
     assert _champion(isolated_home) == "1"
 
     # 1. SIGKILL right after the challenger was registered, before it was judged.
