@@ -46,6 +46,26 @@ def _far_cron() -> str:
     return f"0 {hour} * * *"
 
 
+def _one_shot(command: list[str] | None, config: Path = Path("unused.yaml")) -> list[int]:
+    """Runs ``command`` once through ``run_schedule --run-now --max-runs 1``; returns its codes.
+
+    ``None`` runs the real ``tunepipe retrain config``. The cron is twelve hours away, so the
+    only firing is the one-shot one.
+    """
+    results: list[int] = []
+    run_schedule(
+        _far_cron(),
+        config,
+        [],
+        run_now=True,
+        max_runs=1,
+        timezone="UTC",
+        on_result=results.append,
+        command=command,
+    )
+    return results
+
+
 def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -176,20 +196,7 @@ def test_one_shot_run_passes_the_real_exit_code_and_logs_busy(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="pipelines.schedule")
-    results: list[int] = []
-    started = time.monotonic()
-    run_schedule(
-        _far_cron(),
-        Path("unused.yaml"),
-        [],
-        run_now=True,
-        max_runs=1,
-        timezone="UTC",
-        on_result=results.append,
-        command=_exit_with(EX_TEMPFAIL),
-    )
-    assert results == [EX_TEMPFAIL]
-    assert time.monotonic() - started < 10
+    assert _one_shot(_exit_with(EX_TEMPFAIL)) == [EX_TEMPFAIL]
     assert "retrain exited with 75: busy" in caplog.text
     assert "one-shot firing" in caplog.text
 
@@ -206,18 +213,8 @@ def test_failed_and_bad_input_codes_are_logged_as_errors(
 
 
 def test_a_command_that_cannot_start_reports_127(caplog: pytest.LogCaptureFixture) -> None:
-    results: list[int] = []
-    run_schedule(
-        _far_cron(),
-        Path("unused.yaml"),
-        [],
-        run_now=True,
-        max_runs=1,
-        timezone="UTC",
-        on_result=results.append,
-        command=["/nonexistent/tunepipe"],
-    )
-    assert results == [127]
+    caplog.set_level(logging.INFO, logger="pipelines.schedule")
+    assert _one_shot(["/nonexistent/tunepipe"]) == [127]
     assert "could not start the retrain" in caplog.text
 
 
@@ -321,17 +318,8 @@ def test_default_command_is_the_real_retrain_which_answers_busy_under_the_lock()
     from pipelines.config import load_config
     from pipelines.retrain import experiment_lock
 
-    results: list[int] = []
     with experiment_lock(load_config(RETRAIN_CONFIG).experiment_name):
-        run_schedule(
-            _far_cron(),
-            RETRAIN_CONFIG,
-            [],
-            run_now=True,
-            max_runs=1,
-            timezone="UTC",
-            on_result=results.append,
-        )
+        results = _one_shot(None, RETRAIN_CONFIG)
     assert results == [EX_TEMPFAIL]
 
 
@@ -339,14 +327,4 @@ def test_default_command_is_the_real_retrain_which_answers_busy_under_the_lock()
 def test_schedule_runs_a_real_retrain(tmp_path: Path) -> None:
     """The default command end to end: one real ``tunepipe retrain`` of the documented config."""
     assert os.environ["TUNEPIPE_HOME"].startswith(str(tmp_path))  # conftest's private state
-    results: list[int] = []
-    run_schedule(
-        _far_cron(),
-        RETRAIN_CONFIG,
-        [],
-        run_now=True,
-        max_runs=1,
-        timezone="UTC",
-        on_result=results.append,
-    )
-    assert results == [0]
+    assert _one_shot(None, RETRAIN_CONFIG) == [0]
