@@ -6,7 +6,9 @@ TensorFlow's runtime starts:
 
 * ``KERAS_BACKEND=tensorflow``: the training step uses ``tf.GradientTape``;
 * ``TF_CPP_MIN_LOG_LEVEL=2``: TensorFlow's C++ start-up lines (CPU instruction sets, oneDNN
-  notices) stay out of the user's terminal; real errors still print;
+  notices) stay out of the user's terminal; real errors still print. The level is also applied
+  to the records TensorFlow writes through Abseil while it loads, which ignore the variable
+  (:mod:`trainables.native_stderr`);
 * Python-side TensorFlow and absl loggers at ERROR.
 """
 
@@ -19,8 +21,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
-import keras
-import tensorflow as tf
+from trainables.native_stderr import min_log_level, native_log_threshold
+
+# TensorFlow 2.21 prints some start-up records through Abseil regardless of the variable.
+with native_log_threshold(min_log_level()):
+    import keras
+    import tensorflow as tf
 
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 logging.getLogger("absl").setLevel(logging.ERROR)
