@@ -77,7 +77,14 @@ def _suggestions(method: str, tmp_path: Path, count: int = 4) -> list[dict[str, 
 
 
 @pytest.mark.usefixtures("ray_local")
-@pytest.mark.parametrize("method", sorted(registry.SEARCHERS))
+@pytest.mark.parametrize(
+    "method",
+    # Optuna's GP sampler fits a Gaussian process per suggestion (about a minute here): slow suite.
+    [
+        pytest.param(m, marks=pytest.mark.slow) if m == "gp" else m
+        for m in sorted(registry.SEARCHERS)
+    ],
+)
 def test_searcher_contract(method: str, tmp_path: Path) -> None:
     space = DISCRETE if method == "grid" else CONTINUOUS
     config = _config(tmp_path, method, "fifo", space)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import CONFIGS, REPO
 
 SCRIPT = textwrap.dedent(
@@ -35,6 +37,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # starts a two-node Ray cluster of its own: about a minute on 2 CPUs
 def test_trials_run_on_both_nodes_of_a_two_node_cluster() -> None:
     completed = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(CONFIGS / "digits_mlp_random.yaml")],

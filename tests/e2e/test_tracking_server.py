@@ -20,6 +20,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow  # an mlflow server process and a sweep against it: about 40 s on 2 CPUs
 @pytest.mark.usefixtures("ray_local")
 def test_sweep_records_parent_children_and_model_on_a_tracking_server(tmp_path: Path) -> None:
     port = _free_port()

@@ -31,7 +31,9 @@ class KillWorkerOnce(Callback):
             os.kill(result["pid"], signal.SIGKILL)
 
 
-@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+@pytest.mark.parametrize(
+    "framework", ["torch", pytest.param("tensorflow", marks=pytest.mark.slow)]
+)
 def test_killed_trial_continues_its_epoch_counter_from_the_checkpoint(framework: str) -> None:
     # MNIST CNN epochs (~1.5 s) rather than digits MLP ones (~0.1 s): the kill must land while
     # the trial still runs, even when a loaded machine delays the driver's callback by seconds.

@@ -13,7 +13,9 @@ from tests.conftest import shrunk
 from trainables.schedules import lr_formula
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-FRAMEWORKS = ["torch", "tensorflow"]
+# The TensorFlow runs repeat the torch ones through Keras (about 2 min together on 2 CPUs):
+# they run with the slow suite, which CI runs too.
+FRAMEWORKS = ["torch", pytest.param("tensorflow", marks=pytest.mark.slow)]
 
 SCHEDULE_PARAMS = {
     "lr_decay": 0.3,
