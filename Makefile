@@ -18,10 +18,10 @@ install: $(STAMP)
 demo: $(STAMP)  ## a real 8-trial TPE + ASHA sweep of a CNN on MNIST-5k, tracked in MLflow
 	$(VENV)/bin/tunepipe sweep pipelines/configs/mnist_cnn.yaml
 
-test: $(STAMP)  ## the default test suite, about 16 min on 2 cores (CI runs it, then test-slow)
+test: $(STAMP)  ## the default test suite, about 15 min on 2 cores (CI runs it, then test-slow)
 	$(PY) -m pytest -m "not slow" --durations=15
 
-test-slow: $(STAMP)  ## the long end-to-end runs (demo, tensorflow, text/audio sweeps, UI browser, replay), about 13 min
+test-slow: $(STAMP)  ## the long end-to-end runs (demo, tensorflow, text/audio sweeps, UI browser, replay, retrain, two-node cluster), about 20 min
 	$(PY) -m pytest -m slow --durations=15
 
 lint: $(STAMP)
