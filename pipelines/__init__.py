@@ -10,13 +10,24 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipelines.config import ExperimentConfig, load_config
-    from pipelines.tuning import SweepSummary, run_sweep
+    from pipelines.retrain.run import RetrainOutcome, run_retrain
+    from pipelines.sweep.finish import SweepSummary
+    from pipelines.sweep.run import run_sweep
 
-__all__ = ["ExperimentConfig", "SweepSummary", "load_config", "run_sweep"]
+__all__ = [
+    "ExperimentConfig",
+    "RetrainOutcome",
+    "SweepSummary",
+    "load_config",
+    "run_retrain",
+    "run_sweep",
+]
 
 _LAZY = {
-    "run_sweep": "pipelines.tuning",
-    "SweepSummary": "pipelines.tuning",
+    "run_sweep": "pipelines.sweep.run",
+    "SweepSummary": "pipelines.sweep.finish",
+    "run_retrain": "pipelines.retrain.run",
+    "RetrainOutcome": "pipelines.retrain.run",
     "load_config": "pipelines.config",
     "ExperimentConfig": "pipelines.config",
 }

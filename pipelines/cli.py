@@ -65,8 +65,8 @@ def sweep(
     """Run a sweep (or extend one), print the best configuration and where to look."""
     from pipelines.config import load_config
     from pipelines.overrides import parse_set_options
-    from pipelines.report import print_summary
-    from pipelines.tuning import SweepFailed, run_sweep
+    from pipelines.sweep.run import SweepFailed, run_sweep
+    from pipelines.views.report import print_summary
 
     try:
         loaded = load_config(config, parse_set_options(set_ or []))
@@ -94,11 +94,11 @@ def retrain(
     experiment is running.
     """
     from pipelines.config import load_config
-    from pipelines.links import run_link
     from pipelines.overrides import parse_set_options
-    from pipelines.report import DEFAULT_UI_URL
-    from pipelines.retrain import EXIT_BUSY, RetrainBusy, run_retrain
-    from pipelines.tuning import SweepFailed
+    from pipelines.retrain.run import EXIT_BUSY, RetrainBusy, run_retrain
+    from pipelines.sweep.run import SweepFailed
+    from pipelines.views.links import run_link
+    from pipelines.views.report import DEFAULT_UI_URL
 
     def stage(name: str) -> None:
         console.print(f"[dim]retrain: {name}[/]", highlight=False)
@@ -154,7 +154,8 @@ def schedule(
     """Retrain CONFIG on a cron schedule in this process (each run as `tunepipe retrain`)."""
     from pipelines.config import load_config
     from pipelines.overrides import parse_set_options
-    from pipelines.schedule import parse_cron, run_schedule
+    from pipelines.retrain.cron import parse_cron
+    from pipelines.retrain.runner import run_schedule
 
     extra = [arg for item in set_ or [] for arg in ("--set", item)]
     try:
@@ -169,8 +170,8 @@ def schedule(
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check config, search space and data, and run one training step (no sweep)."""
     from pipelines.config import load_config
-    from pipelines.dry_run import dry_run
     from pipelines.overrides import parse_set_options
+    from pipelines.sweep.dry_run import dry_run
 
     try:
         loaded = load_config(config, parse_set_options(set_ or []))
@@ -192,7 +193,7 @@ def ui(
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
 ) -> None:
     """Start the MLflow UI over the project's store and print the link to the sweep."""
-    from pipelines.ui import serve_ui
+    from pipelines.views.ui import serve_ui
 
     try:
         serve_ui(config, host=host, port=port, console=console)
@@ -213,7 +214,7 @@ def report(
 ) -> None:
     """Print a finished sweep's top trials, best config and importance; write its plots."""
     from pipelines.paths import default_tracking_uri
-    from pipelines.sweep_report import report as write_report
+    from pipelines.views.report import report as write_report
 
     try:
         write_report(
@@ -237,7 +238,7 @@ def replay(
 ) -> None:
     """Re-train one recorded trial outside Tune and compare its final validation metric."""
     from pipelines.paths import default_tracking_uri
-    from pipelines.reproduce import replay as replay_trial
+    from pipelines.sweep.replay import replay as replay_trial
 
     try:
         result = replay_trial(tracking_uri or default_tracking_uri(), run_id, tolerance)

@@ -3,7 +3,7 @@
 The file declares everything about a sweep once (data, trainable, search, scheduler, metric and
 mode, resources, storage, tracking). Unknown keys are errors; values are type-checked by pydantic;
 rules that span sections (metric reported by the trainable, search space compatible with the
-searcher) are checked in :mod:`pipelines.validate`. Every problem becomes a one-line
+searcher) are checked in :mod:`pipelines.sweep.plan`. Every problem becomes a one-line
 :class:`~pipelines.errors.ConfigError` naming the file, the key and the fix.
 """
 

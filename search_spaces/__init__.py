@@ -1,15 +1,16 @@
 """Search spaces: YAML files of typed, optionally conditional hyperparameter specs.
 
-Load a file with :func:`load_search_space`, then call :func:`searcher_space` with the searcher
-name to get what the Tuner and the searcher need (only active parameters are ever sampled), and
-:meth:`SearchSpace.active` to keep a trial config's active parameters. For unconditional spaces,
-:meth:`SearchSpace.to_tune` still returns a flat ``param_space`` of Ray Tune domains.
+Load a file with :func:`load_search_space`, then call :func:`searcher_space` with the searcher's
+space form to get what the Tuner and the searcher need (only active parameters are ever
+sampled), and :meth:`SearchSpace.active` to keep a trial config's active parameters.
+:func:`to_tune_domains` returns a flat ``param_space`` of Ray Tune domains.
 """
 
 from __future__ import annotations
 
 from search_spaces.condition import Condition
 from search_spaces.convert import (
+    SPACE_FORMS,
     SearcherSpace,
     flatten_sample,
     grid_size,
@@ -34,6 +35,7 @@ from search_spaces.spec import (
 
 __all__ = [
     "PARAM_TYPES",
+    "SPACE_FORMS",
     "CategoricalSpec",
     "Condition",
     "ConstantSpec",

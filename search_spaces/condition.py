@@ -13,7 +13,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
-from pipelines.errors import SearchSpaceError
+from search_spaces.errors import SearchSpaceError
 from search_spaces.messages import short
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -1,19 +1,22 @@
-"""Turn a :class:`SearchSpace` into what each searcher needs, sampling only active parameters.
+"""Turn a :class:`SearchSpace` into the form a searcher takes, sampling only active parameters.
 
-:func:`searcher_space` is the entry point; it picks one strategy per search method:
+:func:`searcher_space` is the entry point. A searcher declares its *space form* (the strategy
+registry's ``space_form`` trait); this module owns the table of forms and never sees a
+searcher's name except in error messages:
 
-* ``random``: Ray Tune domains for *every* parameter, and the trial keeps only the active ones
-  (:meth:`SearchSpace.active`). Each parameter is drawn independently, so dropping an inactive
-  one afterwards leaves the distribution of the active ones exactly as if only they had been
-  sampled, and the draws still come from the seeded ``BasicVariantGenerator``, so a seed
-  reproduces the sweep.
+* ``independent``: Ray Tune domains for *every* parameter, and the trial keeps only the active
+  ones (:meth:`SearchSpace.active`). Each parameter is drawn independently (random search), so
+  dropping an inactive one afterwards leaves the distribution of the active ones exactly as if
+  only they had been sampled, and the draws still come from the seeded generator.
 * ``grid``: the grid enumerated with conditions (:mod:`search_spaces.grid`).
-* ``tpe``/``gp``: an Optuna define-by-run function (:mod:`search_spaces.to_optuna`).
+* ``tune``: flat Ray Tune domains for a model-based searcher that Ray's adapter converts
+  itself (unconditional spaces only).
+* ``optuna``: an Optuna define-by-run function (:mod:`search_spaces.to_optuna`).
 * ``hyperopt``: a nested HyperOpt space (:mod:`search_spaces.to_hyperopt`); its samples are
   flattened back with :func:`flatten_sample`.
 
-:func:`to_tune_domains` (from :mod:`search_spaces.to_tune`) keeps the flat Ray Tune conversion
-for unconditional spaces.
+A searcher that needs a form none of these is adds one converter module and one
+:data:`SPACE_FORMS` entry.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from search_spaces.to_tune import to_tune_domains
 
 __all__ = [
     "MAX_GRID_INT_VALUES",
+    "SPACE_FORMS",
     "SearcherSpace",
     "flatten_sample",
     "grid_size",
@@ -39,57 +43,84 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SearcherSpace:
-    """A search space converted for one search method.
+    """A search space converted into one searcher's form.
 
     Attributes:
+        form: The space form (a key of :data:`SPACE_FORMS`).
         param_space: Goes into ``Tuner(param_space=...)``; ``{}`` when the searcher holds the
             space itself.
-        optuna_space: Define-by-run function for ``OptunaSearch(space=...)`` (tpe, gp).
-        hyperopt_space: Nested space for ``HyperOptSearch(space=...)`` (hyperopt).
-        points_to_evaluate: The enumerated grid, only active parameters per point (grid).
-        num_points: Number of grid points (grid).
+        native: The form's own space object for the searcher's constructor (a define-by-run
+            function for Optuna, a nested dict for HyperOpt), or None.
+        points_to_evaluate: The enumerated points, only active parameters per point (grid).
+        num_points: Number of enumerated points (grid).
 
     """
 
+    form: str
     param_space: dict[str, Any]
-    optuna_space: Callable[[Any], dict[str, Any] | None] | None = None
-    hyperopt_space: dict[str, Any] | None = None
+    native: Any = None
     points_to_evaluate: list[dict[str, Any]] | None = None
     num_points: int | None = None
 
 
-def searcher_space(space: SearchSpace, method: str) -> SearcherSpace:
-    """Convert ``space`` for search ``method`` so that only active parameters are sampled.
+def _independent(space: SearchSpace, searcher: str) -> SearcherSpace:
+    return SearcherSpace("independent", to_tune_domains(space, "independent", searcher))
+
+
+def _grid(space: SearchSpace, searcher: str) -> SearcherSpace:
+    points = enumerate_grid(space)
+    return SearcherSpace(
+        "grid",
+        param_space=_grid_placeholders(points),
+        points_to_evaluate=points,
+        num_points=len(points),
+    )
+
+
+def _tune(space: SearchSpace, searcher: str) -> SearcherSpace:
+    return SearcherSpace("tune", to_tune_domains(space, "tune", searcher))
+
+
+def _optuna(space: SearchSpace, searcher: str) -> SearcherSpace:
+    return SearcherSpace("optuna", param_space={}, native=optuna_space(space, searcher))
+
+
+def _hyperopt(space: SearchSpace, searcher: str) -> SearcherSpace:
+    # HyperOpt is imported only when it is the chosen searcher's form.
+    from search_spaces.to_hyperopt import hyperopt_space
+
+    return SearcherSpace("hyperopt", param_space={}, native=hyperopt_space(space, searcher))
+
+
+#: Space form -> converter. Searchers name their form in the strategy registry.
+SPACE_FORMS: dict[str, Callable[[SearchSpace, str], SearcherSpace]] = {
+    "independent": _independent,
+    "grid": _grid,
+    "tune": _tune,
+    "optuna": _optuna,
+    "hyperopt": _hyperopt,
+}
+
+
+def searcher_space(space: SearchSpace, form: str, searcher: str | None = None) -> SearcherSpace:
+    """Convert ``space`` into ``form`` so that only active parameters are sampled.
 
     Args:
         space: A validated search space.
-        method: ``"random"``, ``"grid"``, ``"tpe"``, ``"gp"`` or ``"hyperopt"``. Any other
-            name gets flat Ray Tune domains (Ray converts them for its searcher), which needs
-            an unconditional space.
+        form: A key of :data:`SPACE_FORMS`.
+        searcher: The searcher's name, for error messages (default: the form).
 
     Returns:
         The pieces for the Tuner and the searcher; see :class:`SearcherSpace`.
 
     Raises:
-        SearchSpaceError: Naming the parameter, if it cannot be searched with ``method``.
+        SearchSpaceError: Naming the parameter, if it cannot be searched in ``form``.
+        ValueError: For an unknown form (a strategy registry bug, not user input).
 
     """
-    method = method.strip().lower()
-    if method == "grid":
-        points = enumerate_grid(space)
-        return SearcherSpace(
-            param_space=_grid_placeholders(points),
-            points_to_evaluate=points,
-            num_points=len(points),
-        )
-    if method in ("tpe", "gp"):
-        return SearcherSpace(param_space={}, optuna_space=optuna_space(space, method))
-    if method == "hyperopt":
-        # HyperOpt is an optional dependency: import it only when it is the chosen searcher.
-        from search_spaces.to_hyperopt import hyperopt_space
-
-        return SearcherSpace(param_space={}, hyperopt_space=hyperopt_space(space, method))
-    return SearcherSpace(param_space=to_tune_domains(space, method))
+    if form not in SPACE_FORMS:
+        raise ValueError(f"unknown space form {form!r}; forms: {', '.join(SPACE_FORMS)}")
+    return SPACE_FORMS[form](space, searcher or form)
 
 
 def flatten_sample(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,7 +148,7 @@ def flatten_sample(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def grid_size(space: SearchSpace) -> int:
-    """Return the number of grid points (trials per sample) of ``space`` under ``method: grid``.
+    """Return the number of grid points (trials per sample) of ``space`` in the grid form.
 
     Conditions are respected: a child's values multiply only the points where it is active.
 

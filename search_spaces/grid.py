@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipelines.errors import SearchSpaceError
+from search_spaces.errors import SearchSpaceError
 from search_spaces.rules import parent_values
 from search_spaces.space import SearchSpace
 from search_spaces.spec import IntSpec, ParamSpec, Scalar

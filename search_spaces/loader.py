@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from pipelines.errors import SearchSpaceError
+from search_spaces.errors import SearchSpaceError
 from search_spaces.messages import did_you_mean, short
 from search_spaces.rules import check_conditions
 from search_spaces.space import SearchSpace

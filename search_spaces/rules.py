@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import partial
 
-from pipelines.errors import SearchSpaceError
 from search_spaces.condition import same_value
+from search_spaces.errors import SearchSpaceError
 from search_spaces.messages import did_you_mean, short
+from search_spaces.space import SearchSpace
 from search_spaces.spec import CategoricalSpec, ConstantSpec, GridSpec, ParamSpec, Scalar
 
 #: Types whose values a ``when`` clause can list.
@@ -73,3 +74,21 @@ def check_conditions(params: Mapping[str, ParamSpec], *, source: str) -> None:
 
 def _error(rule: str, fix: str, *, source: str, key: str) -> SearchSpaceError:
     return SearchSpaceError(rule, fix=fix, source=source, key=key)
+
+
+def check_model_based(space: SearchSpace, searcher: str) -> None:
+    """Reject ``type: grid``, which a model-based searcher (TPE, GP, HyperOpt) cannot model.
+
+    Raises:
+        SearchSpaceError: Naming the first ``type: grid`` parameter.
+
+    """
+    for name, spec in space.params.items():
+        if isinstance(spec, GridSpec):
+            # Ray would fail late, after the cluster is up, so refuse it here.
+            raise SearchSpaceError(
+                f"type: grid is not supported by search method {searcher!r}",
+                fix="use type: categorical, or search.method: grid/random",
+                source=space.source,
+                key=f"parameters.{name}",
+            )

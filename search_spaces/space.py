@@ -75,26 +75,6 @@ class SearchSpace(BaseModel):
                 chosen[name] = config[name]
         return {k: v for k, v in config.items() if k in chosen or k not in self.params}
 
-    def to_tune(self, method: str) -> dict[str, Any]:
-        """Return the Ray Tune ``param_space`` for searcher ``method``.
-
-        Args:
-            method: Searcher name, e.g. ``"random"``, ``"grid"`` or ``"tpe"``.
-
-        Returns:
-            Parameter name -> Ray Tune domain, ``grid_search`` dict or plain constant.
-
-        Raises:
-            SearchSpaceError: If a parameter cannot be searched with ``method``, or if the space
-                is conditional and ``method`` is not ``"random"`` (use
-                :func:`search_spaces.convert.searcher_space`).
-
-        """
-        # Imported here because convert imports this module for its type hints.
-        from search_spaces.convert import to_tune_domains
-
-        return to_tune_domains(self, method)
-
     def sample_defaults(self) -> dict[str, Any]:
         """Return one valid value per parameter, for dry runs without a searcher.
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from pipelines.errors import SearchSpaceError
+from search_spaces.errors import SearchSpaceError
 from search_spaces.spec_base import (
     Float,
     Int,

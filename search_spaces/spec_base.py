@@ -11,8 +11,8 @@ from typing import Annotated, ClassVar, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from pipelines.errors import SearchSpaceError
 from search_spaces.condition import Condition, parse_when
+from search_spaces.errors import SearchSpaceError
 
 Scalar = str | bool | int | float
 

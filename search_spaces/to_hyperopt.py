@@ -19,7 +19,7 @@ from typing import Any
 from hyperopt import hp
 from hyperopt.pyll import scope
 
-from search_spaces.rules import parent_values
+from search_spaces.rules import check_model_based, parent_values
 from search_spaces.space import SearchSpace
 from search_spaces.spec import (
     CategoricalSpec,
@@ -31,13 +31,12 @@ from search_spaces.spec import (
     QuantizedSpec,
     UniformSpec,
 )
-from search_spaces.to_optuna import check_model_based
 
 #: Fraction of a step added beyond each bound before rounding (< 0.5 keeps rounding inside).
 _MARGIN = 0.499
 
 
-def hyperopt_space(space: SearchSpace, method: str = "hyperopt") -> dict[str, Any]:
+def hyperopt_space(space: SearchSpace, searcher: str = "hyperopt") -> dict[str, Any]:
     """Return the HyperOpt space for ``HyperOptSearch(space=...)``.
 
     Unconditional parameters are top-level entries labelled by their name; a parent of
@@ -48,7 +47,7 @@ def hyperopt_space(space: SearchSpace, method: str = "hyperopt") -> dict[str, An
         SearchSpaceError: If a parameter is ``type: grid``.
 
     """
-    check_model_based(space, method)
+    check_model_based(space, searcher)
 
     def node(name: str, path: str) -> Any:
         # HyperOpt labels must be unique; a child appears once per branch, so the label

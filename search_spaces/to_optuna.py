@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import SearchSpaceError
+from search_spaces.rules import check_model_based
 from search_spaces.space import SearchSpace
 from search_spaces.spec import (
     CategoricalSpec,
     ConstantSpec,
-    GridSpec,
     IntSpec,
     LogIntSpec,
     LogUniformSpec,
@@ -25,24 +24,6 @@ from search_spaces.spec import (
     QuantizedSpec,
     UniformSpec,
 )
-
-
-def check_model_based(space: SearchSpace, method: str) -> None:
-    """Reject ``type: grid``, which a model-based searcher (TPE, GP, HyperOpt) cannot model.
-
-    Raises:
-        SearchSpaceError: Naming the first ``type: grid`` parameter.
-
-    """
-    for name, spec in space.params.items():
-        if isinstance(spec, GridSpec):
-            # Ray would fail late, after the cluster is up, so refuse it here.
-            raise SearchSpaceError(
-                f"type: grid is not supported by search method {method!r}",
-                fix="use type: categorical, or search.method: grid/random",
-                source=space.source,
-                key=f"parameters.{name}",
-            )
 
 
 @dataclass(frozen=True)
@@ -77,14 +58,14 @@ class OptunaSpace:
         return chosen
 
 
-def optuna_space(space: SearchSpace, method: str) -> OptunaSpace:
-    """Return the define-by-run function for ``space``.
+def optuna_space(space: SearchSpace, searcher: str) -> OptunaSpace:
+    """Return the define-by-run function for ``space`` (``searcher`` names it in errors).
 
     Raises:
         SearchSpaceError: If a parameter is ``type: grid``.
 
     """
-    check_model_based(space, method)
+    check_model_based(space, searcher)
     return OptunaSpace(space)
 
 

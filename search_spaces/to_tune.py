@@ -2,8 +2,13 @@
 
 This is the only module that knows Ray's domain conventions. Notably Ray's integer upper bounds
 are *exclusive* while ours are inclusive, so the ``+ 1`` lives here and nowhere else. Flat
-domains cannot express ``when``; conditional spaces get them only for random search, whose
-trials drop inactive values with :meth:`SearchSpace.active`.
+domains cannot express ``when``; conditional spaces get them only in the ``independent`` form
+(each parameter drawn on its own, as random search does), whose trials drop inactive values with
+:meth:`SearchSpace.active`.
+
+Three space forms use flat domains: ``independent`` (every type, conditions allowed),
+``grid`` (every parameter discrete, as ``grid_search`` axes) and ``tune`` (for a model-based
+searcher that Ray's adapter converts: no ``type: grid``, no conditions).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from typing import Any
 
 from ray import tune
 
-from pipelines.errors import SearchSpaceError
+from search_spaces.errors import SearchSpaceError
 from search_spaces.grid import grid_axis
+from search_spaces.rules import check_model_based
 from search_spaces.space import SearchSpace
 from search_spaces.spec import (
     CategoricalSpec,
@@ -26,49 +32,53 @@ from search_spaces.spec import (
     QuantizedSpec,
     UniformSpec,
 )
-from search_spaces.to_optuna import check_model_based
+
+FLAT_FORMS = ("independent", "grid", "tune")
 
 
-def to_tune_domains(space: SearchSpace, method: str) -> dict[str, Any]:
-    """Return the flat Ray Tune ``param_space`` for ``space`` searched with ``method``.
+def to_tune_domains(space: SearchSpace, form: str, searcher: str | None = None) -> dict[str, Any]:
+    """Return the flat Ray Tune ``param_space`` for ``space`` in space form ``form``.
 
     Args:
         space: A validated search space.
-        method: Searcher name. ``"grid"`` needs every parameter discrete (categorical values
-            become grid points too); ``"random"`` accepts everything; any other (model-based)
-            searcher, such as ``"tpe"``, rejects ``type: grid``.
+        form: ``"grid"`` needs every parameter discrete (categorical values become grid points
+            too); ``"independent"`` accepts everything; ``"tune"`` (a model-based searcher
+            through Ray's adapter) rejects ``type: grid``.
+        searcher: The searcher's name, for error messages (default: the form).
 
     Returns:
         Parameter name -> Ray domain, ``{"grid_search": [...]}`` or plain constant, in file order.
 
     Raises:
-        SearchSpaceError: Naming the parameter, if it cannot be searched with ``method``; also
-            for a conditional space unless ``method`` is ``"random"``, since flat domains
-            would sample inactive parameters into the searcher's model or multiply the grid.
+        SearchSpaceError: Naming the parameter, if it cannot be searched in ``form``; also for a
+            conditional space unless ``form`` is ``"independent"``, since flat domains would
+            sample inactive parameters into the searcher's model or multiply the grid.
 
     """
-    method = method.strip().lower()
-    _check_flat(space, method)
-    if method == "grid":
+    if form not in FLAT_FORMS:
+        raise ValueError(f"flat Tune domains come in the forms {FLAT_FORMS}, not {form!r}")
+    label = searcher or form
+    _check_flat(space, form, label)
+    if form == "grid":
         return {
             name: spec.value
             if isinstance(spec, ConstantSpec)
             else tune.grid_search(grid_axis(spec, source=space.source, key=f"parameters.{name}"))
             for name, spec in space.params.items()
         }
-    if method != "random":
-        check_model_based(space, method)
+    if form == "tune":
+        check_model_based(space, label)
     return {name: _domain(spec) for name, spec in space.params.items()}
 
 
-def _check_flat(space: SearchSpace, method: str) -> None:
+def _check_flat(space: SearchSpace, form: str, label: str) -> None:
     for name, spec in space.params.items():
         if spec.when is None:
             continue
-        if method != "random":
+        if form != "independent":
             raise SearchSpaceError(
-                f"conditional parameters cannot be flat Ray Tune domains for method {method!r}",
-                fix="convert with search_spaces.convert.searcher_space(space, method)",
+                f"conditional parameters cannot be flat Ray Tune domains for method {label!r}",
+                fix="convert with search_spaces.convert.searcher_space(space, form)",
                 source=space.source,
                 key=f"parameters.{name}.when",
             )

@@ -5,12 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "pipelines" / "configs"
 
 
 @pytest.fixture(autouse=True)
@@ -47,29 +43,26 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
-def shrunk(name: str, /, **overrides: Any) -> Any:
-    """Load a shipped config with overrides: tests shrink the real thing instead of faking it."""
-    from pipelines.config import load_config
-
-    return load_config(CONFIGS / name, overrides)
-
-
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
-    """One compute thread for tiny in-process models.
+    """One compute thread for tiny in-process models, in every installed registered framework.
 
-    Extra intra-op threads only add spin-wait overhead, which balloons on a busy CI box. torch is
-    restored afterwards; TensorFlow fixes its pools once per process, so it keeps one.
+    Extra intra-op threads only add spin-wait overhead, which balloons on a busy CI box. Each
+    framework's ``set_cpu_threads(1)`` does it, as in a one-CPU trial. torch is restored
+    afterwards; TensorFlow fixes its pools once per process, so it keeps one.
     """
-    import torch
+    from trainables.registry import TRAINABLES
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        from trainables.keras_runtime import limit_cpu_threads
-    except ModuleNotFoundError:  # TensorFlow not installed: the Keras tests skip themselves
-        pass
-    else:
-        limit_cpu_threads(1)
+        import torch
+    except ModuleNotFoundError:  # torch not installed: its tests skip themselves
+        torch = None
+    previous = torch.get_num_threads() if torch is not None else None
+    for info in TRAINABLES.values():
+        if not info.missing_modules():
+            set_cpu_threads = getattr(info.load_class(), "set_cpu_threads", None)
+            if set_cpu_threads is not None:  # optional in the protocol
+                set_cpu_threads(1)
     yield
-    torch.set_num_threads(previous)
+    if torch is not None:
+        torch.set_num_threads(previous)

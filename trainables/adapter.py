@@ -4,6 +4,10 @@ The epoch loop lives here once for every framework: resolve the trial's active h
 restore from a checkpoint, set the epoch's learning rate from the schedule, train and evaluate,
 stop a diverged trial, stop early on a stalled metric (restoring the best weights), and report
 metrics and checkpoints through :mod:`trainables.reporting`.
+
+A trial that cannot succeed (a :class:`~trainables.errors.FailedTrialError`, or a user-input error
+such as a hyperparameter value the trainable refuses) reports why and ends as failed at once, so
+Tune does not retry it; any other exception propagates and Tune retries the trial as a crash.
 """
 
 from __future__ import annotations
@@ -16,12 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.augment import policy_from_hparams
-from pipelines.data import SweepData, configure_ray_data
+from search_spaces.errors import UserInputError
 from trainables import reporting
 from trainables.early_stopping import EarlyStopping, early_stopping_from_hparams
+from trainables.errors import FailedTrialError
+from trainables.lr_schedules import LrSchedule, schedule_from_hparams
+from trainables.protocol import BatchSource
 from trainables.registry import TrainableInfo
-from trainables.schedules import LrSchedule, schedule_from_hparams
+from trainables.results import (
+    DIVERGED,
+    DIVERGED_METRIC,
+    EARLY_STOPPED,
+    EARLY_STOPPING_REASON,
+    EPOCH,
+    FAILED,
+    FAILED_REASON,
+)
 
 CHECKPOINT_META = "tunepipe.json"
 
@@ -46,17 +60,6 @@ class TrialSettings:
     resolve: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def pick_device(gpus: float) -> str:
-    """Return "cuda" when the trial was given a GPU and CUDA is usable, else "cpu"."""
-    if gpus <= 0:
-        return "cpu"
-    try:
-        import torch
-    except ModuleNotFoundError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def first_non_finite(metrics: dict[str, Any]) -> str | None:
     """Return the name of the first NaN/inf metric, or None when all are finite."""
     for name, value in metrics.items():
@@ -65,15 +68,23 @@ def first_non_finite(metrics: dict[str, Any]) -> str | None:
     return None
 
 
-def make_trial_function(settings: TrialSettings) -> Callable[[dict[str, Any], SweepData], None]:
+def make_trial_function(
+    settings: TrialSettings,
+) -> Callable[[dict[str, Any], BatchSource], None]:
     """Return the function Tune runs for each trial.
 
     Tune passes the trial's config as the first argument; the sweep's data is bound with
     ``tune.with_parameters`` so it travels through the object store once, not per trial.
     """
 
-    def run_trial(config: dict[str, Any], data: SweepData) -> None:
-        _Trial(settings, settings.resolve(config), data).run()
+    def run_trial(config: dict[str, Any], data: BatchSource) -> None:
+        hparams = settings.resolve(config)
+        try:
+            _Trial(settings, hparams, data).run()
+        except (FailedTrialError, UserInputError) as exc:
+            # Deterministic: a retry would fail the same way. Report it and end the trial.
+            reason = exc.one_line() if isinstance(exc, UserInputError) else str(exc)
+            reporting.report({settings.metric: math.nan, FAILED: 1, FAILED_REASON: reason[:500]})
 
     return run_trial
 
@@ -81,15 +92,17 @@ def make_trial_function(settings: TrialSettings) -> Callable[[dict[str, Any], Sw
 class _Trial:
     """One trial's epoch loop (a class so the loop's state has names, not a long function)."""
 
-    def __init__(self, settings: TrialSettings, hparams: dict[str, Any], data: SweepData):
-        configure_ray_data()
-        self.settings, self.hparams, self.data = settings, hparams, data
+    def __init__(self, settings: TrialSettings, hparams: dict[str, Any], data: BatchSource):
+        self.settings, self.hparams = settings, hparams
         self.cpus, gpus = reporting.trial_resources()
+        self.trial_index = reporting.trial_index()
+        self.data = data.for_trial(hparams, trial=self.trial_index, cpus=self.cpus)
         implementation = settings.info.load_class()
         if hasattr(implementation, "set_cpu_threads"):
             implementation.set_cpu_threads(self.cpus)
+        device_for = getattr(implementation, "device_for", None)
         self.trainable = implementation()
-        self.trainable.setup(hparams, data.spec, pick_device(gpus))
+        self.trainable.setup(hparams, data.spec, device_for(gpus) if device_for else "cpu")
         # Trainables without a learning rate (random forests) have nothing to schedule.
         self.schedule: LrSchedule | None = (
             schedule_from_hparams(hparams) if "lr" in hparams else None
@@ -98,9 +111,6 @@ class _Trial:
         self.restore_best = self.stopper is not None and self.stopper.restore_best
         self.best_dir = Path(tempfile.mkdtemp(prefix="tunepipe-best-"))
         self.epochs = int(hparams["epochs"])
-        self.seed = int(hparams.get("seed", 0))
-        self.augment = policy_from_hparams(hparams, data.modality)
-        self.trial_index = reporting.trial_index()
         self.last_epoch = 0
 
     def run(self) -> None:
@@ -110,9 +120,9 @@ class _Trial:
             bad = first_non_finite(metrics)
             if bad is not None:
                 # A diverged trial ends now and is flagged; it is never chosen as best.
-                reporting.report({**metrics, "diverged": 1, "diverged_metric": bad})
+                reporting.report({**metrics, DIVERGED: 1, DIVERGED_METRIC: bad})
                 return
-            metrics["diverged"] = 0
+            metrics[DIVERGED] = 0
             if self._should_stop_early(metrics, epoch):
                 self._finish_early(metrics, epoch)
                 return
@@ -124,17 +134,10 @@ class _Trial:
         if scheduled and hasattr(self.trainable, "set_lr"):
             assert self.schedule is not None
             self.trainable.set_lr(self.schedule.lr_for_epoch(epoch - 1))
-        batches = self.data.train_batches(
-            batch_size=int(self.hparams["batch_size"]),
-            epoch=epoch,
-            seed=self.seed,
-            policy=self.augment,
-            cpus=self.cpus,
-            trial=self.trial_index,
-        )
+        batches = self.data.train_batches(epoch, int(self.hparams["batch_size"]))
         metrics: dict[str, Any] = {**self.trainable.train_epoch(batches)}
         metrics.update(self.trainable.evaluate(self.data.val_batches()))
-        metrics["epoch"] = epoch
+        metrics[EPOCH] = epoch
         if self.schedule is not None:
             self.schedule.observe(float(metrics.get("val_loss", math.nan)))
         return metrics
@@ -153,7 +156,7 @@ class _Trial:
             # The trial ends holding its best weights; the last report describes that model.
             self.trainable.load(self.best_dir)
             metrics.update(self.trainable.evaluate(self.data.val_batches()))
-        final = {**metrics, "early_stopped": 1, "early_stopping_reason": reason}
+        final = {**metrics, EARLY_STOPPED: 1, EARLY_STOPPING_REASON: reason}
         reporting.report(final, save=self._saver(epoch))
 
     def _restore(self) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import ConfigError
-from trainables.schedules import number_hparam
+from trainables.errors import HyperparameterError
+from trainables.lr_schedules import number_hparam
 
 EARLY_STOPPING_HPARAMS = frozenset(
     {"early_stopping_patience", "early_stopping_min_delta", "early_stopping_restore_best"}
@@ -113,7 +113,8 @@ def early_stopping_from_hparams(
         None when ``early_stopping_patience`` is absent, None or 0 (early stopping off).
 
     Raises:
-        ConfigError: A value is out of range; the message names the key and echoes the value.
+        HyperparameterError: A value is out of range; the message names the key and echoes
+            the value.
         ValueError: ``metric_mode`` is neither ``"min"`` nor ``"max"``.
 
     """
@@ -139,7 +140,7 @@ def early_stopping_from_hparams(
         restore_best = False
     # 0/1 are accepted as well because YAML users and categorical samplers sometimes give ints.
     if not isinstance(restore_best, bool) and restore_best not in (0, 1):
-        raise ConfigError(
+        raise HyperparameterError(
             f"early_stopping_restore_best must be true or false, got {restore_best!r}",
             fix="set early_stopping_restore_best to true or false",
             key="early_stopping_restore_best",

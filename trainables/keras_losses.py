@@ -65,7 +65,7 @@ def build_loss(hparams: Mapping[str, Any], data: DataSpec) -> LossFn:
         A function ``(outputs, targets) -> mean loss`` over the batch.
 
     Raises:
-        ConfigError: A loss that does not fit the task, or a bad ``huber_delta``.
+        HyperparameterError: A loss that does not fit the task, or a bad ``huber_delta``.
 
     """
     name = loss_name(hparams, data)

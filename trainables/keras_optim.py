@@ -83,7 +83,7 @@ class KerasTrainingOptimizer:
         """Build the optimiser for ``weights`` (decayed) and ``others`` (never decayed).
 
         Raises:
-            ConfigError: See :func:`trainables.optimizer_settings.optimizer_settings`.
+            HyperparameterError: See :func:`trainables.optimizer_settings.optimizer_settings`.
 
         """
         self.settings = optimizer_settings(hparams)

@@ -25,7 +25,7 @@ from trainables.keras_models import build_keras_model, split_weights
 from trainables.keras_optim import KerasTrainingOptimizer
 from trainables.keras_runtime import keras, limit_cpu_threads, tf
 from trainables.loss_settings import penalty_strengths
-from trainables.protocol import Batch, DataSpec, require_rows
+from trainables.protocol import Batch, DataSpec, ExportedModel, require_rows
 
 MODEL_FILE = "model.weights.h5"
 OPTIMIZER_FILE = "optimizer.npz"
@@ -54,6 +54,22 @@ def load_keras_model(hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir:
     return model
 
 
+def export_model(
+    hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir: Path, example: np.ndarray
+) -> ExportedModel:
+    """Return the checkpoint's model for ``mlflow.keras`` (see the trainable registry).
+
+    A signature, not an input example: mlflow.keras 3.17 writes the example before it creates
+    the model folder (FileNotFoundError). The batch dimension of a tensor signature is -1. The
+    model is logged in the native .keras format: architecture as JSON plus weights, loaded in
+    Keras's safe mode.
+    """
+    model = load_keras_model(hparams, data, checkpoint_dir)
+    example = example.astype(np.float32)
+    outputs = np.asarray(model(example, training=False))
+    return ExportedModel(model=model, signature_data=(example, outputs))
+
+
 class KerasTrainable:
     """One trial's Keras model and optimiser, trained and evaluated an epoch at a time.
 
@@ -67,6 +83,11 @@ class KerasTrainable:
     def set_cpu_threads(cpus: int) -> None:
         """Use as many TensorFlow threads as CPUs the trial reserved."""
         limit_cpu_threads(cpus)
+
+    @staticmethod
+    def device_for(gpus: float) -> str:
+        """Return "cuda" for a trial given a GPU; :meth:`setup` warns if TensorFlow sees none."""
+        return "cuda" if gpus > 0 else "cpu"
 
     def __init__(self) -> None:
         self.model: Any = None
@@ -87,7 +108,7 @@ class KerasTrainable:
                 has one, and this build of it may have none (then the trial runs on the CPU).
 
         Raises:
-            ConfigError: A bad optimiser, loss or penalty value.
+            HyperparameterError: A bad optimiser, loss or penalty value.
             ValueError: An unknown model or a capacity value out of range.
 
         """

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines.errors import ConfigError
+from trainables.errors import HyperparameterError
+from trainables.lr_schedules import number_hparam
 from trainables.protocol import DataSpec
-from trainables.schedules import number_hparam
 
 TASKS = ("classification", "regression")
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
@@ -51,13 +51,13 @@ def loss_name(hparams: Mapping[str, Any], data: DataSpec) -> str:
     name = hparams.get("loss") or DEFAULT_LOSSES[data.task]
     valid = CLASSIFICATION_LOSSES if data.task == "classification" else REGRESSION_LOSSES
     if name not in valid:
-        raise ConfigError(
+        raise HyperparameterError(
             f"loss {name!r} does not fit a {data.task} task",
             fix=f"set loss to one of {', '.join(valid)}",
             key="loss",
         )
     if name == "binary_cross_entropy" and data.num_classes != 2:
-        raise ConfigError(
+        raise HyperparameterError(
             f"loss 'binary_cross_entropy' needs 2 classes, the data has {data.num_classes}",
             fix="use loss 'cross_entropy' for more than two classes",
             key="loss",
@@ -87,7 +87,7 @@ def huber_delta(hparams: Mapping[str, Any]) -> float:
     """Return the validated ``huber_delta`` (default 1.0): where Huber turns from square to line.
 
     Raises:
-        ConfigError: If it is not a number > 0.
+        HyperparameterError: If it is not a number > 0.
 
     """
     return number_hparam(

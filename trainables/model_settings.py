@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainables.errors import HyperparameterError
 from trainables.loss_settings import check_task, is_binary
 from trainables.protocol import DataSpec
 
@@ -82,14 +83,18 @@ def output_size(data: DataSpec, hparams: Mapping[str, Any] | None = None) -> int
 def _dropout_rate(hparams: Mapping[str, Any]) -> float:
     rate = float(hparams.get("dropout", DEFAULT_DROPOUT))
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {rate}")
+        raise HyperparameterError(
+            f"dropout must be in [0, 1), got {rate}", key="dropout", fix="use a rate below 1"
+        )
     return rate
 
 
 def _positive_int(hparams: Mapping[str, Any], key: str, default: int, minimum: int = 1) -> int:
     value = int(hparams.get(key, default))
     if value < minimum:
-        raise ValueError(f"{key} must be >= {minimum}, got {value}")
+        raise HyperparameterError(
+            f"{key} must be >= {minimum}, got {value}", key=key, fix=f"use {minimum} or more"
+        )
     return value
 
 
@@ -97,16 +102,20 @@ def model_settings(hparams: Mapping[str, Any], data: DataSpec) -> ModelSettings:
     """Validate the model keys of ``hparams`` against the data.
 
     Raises:
-        ValueError: Unknown or missing ``model``, a value out of range, or a CNN on data that
-            is not an image ``(C, H, W)``.
+        HyperparameterError: Unknown or missing ``model``, a value out of range, or a CNN on
+            data that is not an image ``(C, H, W)``.
 
     """
     name = hparams.get("model")
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+        raise HyperparameterError(
+            f"unknown model {name!r}", key="model", fix=f"use one of: {', '.join(MODELS)}"
+        )
     if name == "cnn" and len(data.input_shape) != 3:
-        raise ValueError(
-            f"the cnn needs an image input_shape (C, H, W), got {tuple(data.input_shape)}"
+        raise HyperparameterError(
+            f"the cnn needs an image input_shape (C, H, W), got {tuple(data.input_shape)}",
+            key="model",
+            fix="use model: mlp for data that is not images",
         )
     return ModelSettings(
         name=str(name),

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import ConfigError
-from trainables.schedules import number_hparam
+from trainables.errors import HyperparameterError
+from trainables.lr_schedules import number_hparam
 
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
 DEFAULT_OPTIMIZER = "adam"
@@ -65,15 +65,15 @@ def flag_hparam(hparams: Mapping[str, Any], key: str, default: bool) -> bool:
     """Read a boolean hyperparameter; ``default`` if absent or None.
 
     Raises:
-        ConfigError: For anything but a boolean (or 0/1), e.g. the string ``"false"``, which
-            ``bool()`` would silently read as True.
+        HyperparameterError: For anything but a boolean (or 0/1), e.g. the string
+            ``"false"``, which ``bool()`` would silently read as True.
 
     """
     value = hparams.get(key)
     if value is None:
         return default
     if value not in (True, False):
-        raise ConfigError(
+        raise HyperparameterError(
             f"{key} must be true or false, got {value!r}", fix=f"set {key} to a boolean", key=key
         )
     return bool(value)
@@ -91,7 +91,7 @@ def _sgd_options(hparams: Mapping[str, Any]) -> dict[str, Any]:
     momentum = _fraction(hparams, "momentum", 0.0)
     nesterov = flag_hparam(hparams, "nesterov", False)
     if nesterov and momentum == 0:
-        raise ConfigError(
+        raise HyperparameterError(
             "nesterov needs momentum > 0, got momentum 0",
             fix="set momentum above 0 or nesterov to false",
             key="nesterov",
@@ -161,12 +161,12 @@ def optimizer_settings(hparams: Mapping[str, Any]) -> OptimizerSettings:
     """Validate the optimiser hyperparameters; keys of other optimisers are ignored.
 
     Raises:
-        ConfigError: Unknown optimiser, out-of-range value, or nesterov without momentum.
+        HyperparameterError: Unknown optimiser, out-of-range value, or nesterov without momentum.
 
     """
     name = hparams.get("optimizer") or DEFAULT_OPTIMIZER
     if name not in _OPTIONS:
-        raise ConfigError(
+        raise HyperparameterError(
             f"unknown optimizer {name!r}",
             fix=f"set optimizer to one of {', '.join(OPTIMIZERS)}",
             key="optimizer",

@@ -3,12 +3,20 @@
 Implementations sit side by side and satisfy this protocol structurally; there is no shared base
 class across frameworks. The adapter (:mod:`trainables.adapter`) drives any implementation through
 the same epoch loop, and :mod:`trainables.reporting` is the only module that talks to Ray.
+
+The other direction is a protocol too: the adapter reads a trial's batches from a
+:class:`BatchSource`, which the pipeline's data side implements (Ray Data, augmentation), so
+nothing here imports the pipeline.
+
+Two optional static methods of an implementation class tune how a trial runs it:
+``set_cpu_threads(cpus)`` sizes the framework's thread pools to the trial's CPUs, and
+``device_for(gpus) -> str`` picks the device for a trial given its GPU share (default ``"cpu"``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,6 +67,52 @@ class TrialTrainable(Protocol):
 
     def load(self, directory: Path) -> None:
         """Restore the state written by :meth:`save` (after :meth:`setup`)."""
+
+
+class TrialBatches(Protocol):
+    """One trial's view of the sweep's data: fresh training batches per epoch, fixed validation."""
+
+    def train_batches(self, epoch: int, batch_size: int) -> Iterable[Batch]:
+        """Return one epoch of shuffled (and, if the trial asks, augmented) training batches."""
+
+    def val_batches(self) -> Iterable[Batch]:
+        """Return the validation split in order, never augmented."""
+
+
+class BatchSource(Protocol):
+    """The sweep's data as the adapter sees it (``pipelines.data.SweepData`` implements it)."""
+
+    @property
+    def spec(self) -> DataSpec:
+        """Shapes and task, for building models."""
+
+    def for_trial(self, hparams: Mapping[str, Any], *, trial: int, cpus: int) -> TrialBatches:
+        """Return the batches of one trial, set up from its hyperparameters.
+
+        Raises:
+            UserInputError: For a data hyperparameter the trial cannot use (an augmentation
+                strength out of range, say); the trial then fails without a retry.
+
+        """
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """A trained model rebuilt from its checkpoint, ready to log in its MLflow flavour.
+
+    Attributes:
+        model: The framework's model object (torch module, Keras model, scikit-learn estimator).
+        options: Extra keyword arguments for the flavour's ``log_model`` (serialisation format).
+        input_example: Rows logged as the model's input example, or None.
+        signature_data: ``(inputs, outputs)`` the model signature is inferred from, when an input
+            example cannot be logged (None: MLflow infers it from ``input_example``).
+
+    """
+
+    model: Any
+    options: Mapping[str, Any] = field(default_factory=dict)
+    input_example: np.ndarray | None = None
+    signature_data: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def require_rows(count: int, where: str) -> None:

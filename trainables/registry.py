@@ -1,24 +1,29 @@
 """Which trainables exist, what hyperparameters they take and which metrics they report.
 
 Pure data, no framework imports: the config validator uses it to reject a typo'd hyperparameter
-or a metric the trainable never reports before any trial starts, and the adapter uses it to import
-the implementation lazily inside the trial.
+or a metric the trainable never reports before any trial starts, the adapter uses it to import
+the implementation lazily inside the trial, and tracking uses it to log and load the best model
+in the framework's MLflow flavour. Everything the pipeline knows about a framework is in its
+entry here, so a new framework is a new module under ``trainables/`` plus one entry.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from pipelines.augment.policy import hparam_keys as augment_hparam_keys
+import numpy as np
 
-#: Keys the epoch loop (adapter) and data pipeline handle for every framework: the same key means
-#: the same thing in torch, Keras and scikit-learn trials.
+from trainables.protocol import DataSpec, ExportedModel
+
+#: Keys the epoch loop (adapter) handles for every framework: the same key means the same thing in
+#: torch, Keras and scikit-learn trials. (The data pipeline adds its augmentation keys.)
 LOOP_HPARAMS = frozenset(
     {"epochs", "batch_size", "seed"}
-    | augment_hparam_keys()
     | {"lr_schedule", "lr_decay", "lr_step_size", "lr_factor", "lr_warmup_epochs", "lr_min"}
     | {"lr_patience", "lr_min_delta"}
     | {"early_stopping_patience", "early_stopping_min_delta", "early_stopping_restore_best"}
@@ -37,6 +42,12 @@ class TrainableInfo:
         metrics: Metric names reported per task.
         install_hint: What to install when the framework is missing.
         requires: Top-level modules the implementation imports (checked before a sweep).
+        packages: Distributions whose versions can change a trial's numbers (recorded with
+            every trial for reproducibility).
+        exporter: ``"module:function"`` that turns a checkpoint into an
+            :class:`~trainables.protocol.ExportedModel`; None: the best model cannot be
+            registered (a sweep that asks for it is refused before it starts).
+        mlflow_flavor: The ``mlflow.<flavor>`` module that logs and loads the exported model.
 
     """
 
@@ -47,6 +58,9 @@ class TrainableInfo:
     metrics: dict[str, tuple[str, ...]]
     install_hint: str
     requires: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    exporter: str | None = None
+    mlflow_flavor: str | None = None
 
     def missing_modules(self) -> list[str]:
         """Return the required modules that are not installed (found without importing them)."""
@@ -54,14 +68,36 @@ class TrainableInfo:
 
     def load_class(self) -> type[Any]:
         """Import and return the implementation class (the framework import happens here)."""
-        module_name, class_name = self.implementation.split(":")
+        return self._load(self.implementation)  # type: ignore[no-any-return]
+
+    @property
+    def can_export(self) -> bool:
+        """Whether the best model of a sweep can be logged and registered in MLflow."""
+        return self.exporter is not None and self.mlflow_flavor is not None
+
+    def export_model(
+        self, hparams: dict[str, Any], spec: DataSpec, checkpoint_dir: Path, example: np.ndarray
+    ) -> ExportedModel:
+        """Rebuild the model saved in ``checkpoint_dir`` for logging (see :attr:`exporter`).
+
+        Raises:
+            NotImplementedError: If the framework has no exporter (refused before a sweep).
+
+        """
+        if self.exporter is None:
+            raise NotImplementedError(f"the {self.framework} trainable cannot export a model")
+        export: Callable[..., ExportedModel] = self._load(self.exporter)
+        return export(hparams, spec, checkpoint_dir, example)
+
+    def _load(self, target: str) -> Any:
+        module_name, attribute = target.split(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             raise ModuleNotFoundError(
                 f"{self.framework} trainable needs {exc.name!r}: {self.install_hint}"
             ) from exc
-        return getattr(module, class_name)  # type: ignore[no-any-return]
+        return getattr(module, attribute)
 
     def accepted_hparams(self) -> frozenset[str]:
         """Return every hyperparameter key a trial of this framework accepts."""
@@ -98,6 +134,9 @@ TRAINABLES: dict[str, TrainableInfo] = {
         metrics=NEURAL_METRICS,
         install_hint="pip install 'tunepipe[torch]'",
         requires=("torch",),
+        packages=("torch",),
+        exporter="trainables.torch_trainable:export_model",
+        mlflow_flavor="pytorch",
     ),
     "tensorflow": TrainableInfo(
         framework="tensorflow",
@@ -107,6 +146,9 @@ TRAINABLES: dict[str, TrainableInfo] = {
         metrics=NEURAL_METRICS,
         install_hint="pip install 'tunepipe[tensorflow]'",
         requires=("tensorflow", "keras"),
+        packages=("tensorflow-cpu", "tensorflow", "keras"),
+        exporter="trainables.keras_trainable:export_model",
+        mlflow_flavor="keras",
     ),
     "sklearn": TrainableInfo(
         framework="sklearn",
@@ -119,6 +161,9 @@ TRAINABLES: dict[str, TrainableInfo] = {
         },
         install_hint="pip install scikit-learn skops",
         requires=("sklearn", "skops"),
+        packages=("scikit-learn", "skops"),
+        exporter="trainables.sklearn_trainable:export_model",
+        mlflow_flavor="sklearn",
     ),
 }
 

@@ -9,7 +9,6 @@ reports collected in a list. ``tunepipe replay`` re-trains a recorded trial this
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,8 @@ from typing import Any
 
 import ray
 from ray import tune
+
+from trainables.results import NODE_ID, trial_index_from_id
 
 
 @dataclass
@@ -64,7 +65,7 @@ def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = Non
     The Ray node id is added to the metrics: Tune's own ``node_ip`` cannot tell apart two nodes
     that share a machine.
     """
-    metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+    metrics = {**metrics, NODE_ID: ray.get_runtime_context().get_node_id()}
     if _offline is not None:
         _offline.reports.append(metrics)
         return
@@ -86,19 +87,7 @@ def trial_resources() -> tuple[int, float]:
 
 
 def trial_index() -> int:
-    """Return the trial's number in its sweep (the suffix of Tune's trial id, ``..._00003``).
-
-    It seeds the trial's augmentation, so two trials with the same seed still draw differently,
-    and a restored trial draws what it drew before.
-    """
+    """Return the trial's number in its sweep (the suffix of Tune's trial id, ``..._00003``)."""
     if _offline is not None:
         return _offline.trial_index
     return trial_index_from_id(tune.get_context().get_trial_id() or "")
-
-
-def trial_index_from_id(trial_id: str) -> int:
-    """Return the number at the end of a Tune trial id (a stable hash if there is none)."""
-    suffix = trial_id.rsplit("_", 1)[-1]
-    if suffix.isdigit():
-        return int(suffix)
-    return int(hashlib.sha256(trial_id.encode()).hexdigest()[:8], 16)

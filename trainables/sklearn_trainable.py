@@ -31,7 +31,8 @@ from sklearn.ensemble import (
 from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error
 from sklearn.tree import BaseDecisionTree
 
-from trainables.protocol import Batch, DataSpec
+from trainables.errors import HyperparameterError
+from trainables.protocol import Batch, DataSpec, ExportedModel
 
 MODEL_FILE = "model.skops"
 STATE_FILE = "state.json"
@@ -107,19 +108,27 @@ class EnsembleSettings:
             The validated settings.
 
         Raises:
-            ValueError: If the model is unknown, a required key is missing or a value is out of
-                range.
+            HyperparameterError: If the model is unknown, a required key is missing or a value
+                is out of range.
 
         """
         model = hparams.get("model")
         if model not in VALID_MODELS:
-            raise ValueError(f"unknown model {model!r}; valid models: {', '.join(VALID_MODELS)}")
+            raise HyperparameterError(
+                f"unknown model {model!r}",
+                key="model",
+                fix=f"use one of: {', '.join(VALID_MODELS)}",
+            )
         if "epochs" not in hparams:
-            raise ValueError("hyperparameter 'epochs' is required")
+            raise HyperparameterError(
+                "hyperparameter 'epochs' is required", key="epochs", fix="set epochs"
+            )
         max_depth = hparams.get("max_depth", DEFAULT_MAX_DEPTH)
         lr = hparams.get("lr", DEFAULT_LR)
         if not _is_real(lr) or not float(lr) > 0:
-            raise ValueError(f"lr must be a number > 0, got {lr!r}")
+            raise HyperparameterError(
+                f"lr must be a number > 0, got {lr!r}", key="lr", fix="use a positive lr"
+            )
         return cls(
             model=model,
             n_estimators=_positive_int(hparams, "n_estimators", DEFAULT_N_ESTIMATORS),
@@ -139,14 +148,16 @@ def _is_real(value: Any) -> bool:
 def _integer(value: Any, key: str) -> int:
     # Tune's quantised samplers yield floats such as 50.0: accept whole numbers of any type.
     if not _is_real(value) or not float(value).is_integer():
-        raise ValueError(f"{key} must be an integer, got {value!r}")
+        raise HyperparameterError(
+            f"{key} must be an integer, got {value!r}", key=key, fix="use a whole number"
+        )
     return int(value)
 
 
 def _positive_int(hparams: Mapping[str, Any], key: str, default: int | None) -> int:
     value = _integer(hparams.get(key, default), key)
     if value < 1:
-        raise ValueError(f"{key} must be >= 1, got {value}")
+        raise HyperparameterError(f"{key} must be >= 1, got {value}", key=key, fix="use 1 or more")
     return value
 
 
@@ -306,6 +317,26 @@ def _check_tree_nodes(tree: Any, n_features: int) -> None:
         raise UntrustedCheckpointError("checkpoint holds a malformed tree")
 
 
+def export_model(
+    hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir: Path, example: np.ndarray
+) -> ExportedModel:
+    """Return the checkpoint's estimator for ``mlflow.sklearn`` (see the trainable registry).
+
+    skops instead of pickle: loading the registered model cannot run arbitrary code.
+    """
+    trainable = SklearnTrainable()
+    trainable.setup(hparams, data, "cpu")
+    trainable.load(checkpoint_dir)  # checks the file's types and trees before use
+    return ExportedModel(
+        model=trainable.estimator,
+        options={
+            "serialization_format": "skops",
+            "skops_trusted_types": sorted(ALLOWED_UNTRUSTED_TYPES),
+        },
+        input_example=example.reshape(len(example), -1).astype(np.float32),
+    )
+
+
 class SklearnTrainable:
     """One trial's scikit-learn tree ensemble, grown an epoch at a time.
 
@@ -321,6 +352,11 @@ class SklearnTrainable:
     def set_cpu_threads(cpus: int) -> None:
         """Use as many threads as CPUs the trial reserved (not every core of the node)."""
         SklearnTrainable.cpu_threads = max(1, int(cpus))
+
+    @staticmethod
+    def device_for(gpus: float) -> str:
+        """Return "cpu": scikit-learn's tree ensembles do not run on a GPU."""
+        return "cpu"
 
     def __init__(self) -> None:
         self.estimator: Ensemble | None = None

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.protocol import Batch, DataSpec, require_rows
+from trainables.protocol import Batch, DataSpec, ExportedModel, require_rows
 from trainables.torch_losses import (
     LOSS_HPARAMS,
     LossFn,
@@ -56,6 +56,18 @@ def load_torch_model(
     return model.to(device).eval()
 
 
+def export_model(
+    hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir: Path, example: np.ndarray
+) -> ExportedModel:
+    """Return the checkpoint's model for ``mlflow.pytorch`` (see the trainable registry)."""
+    # pt2 (torch.export) loads back without unpickling our classes, unlike "pickle".
+    return ExportedModel(
+        model=load_torch_model(hparams, data, checkpoint_dir),
+        options={"serialization_format": "pt2"},
+        input_example=example.astype(np.float32),
+    )
+
+
 def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
     # weights_only=True refuses arbitrary pickled objects, so a tampered checkpoint cannot run
     # code in the worker; our checkpoints only ever contain tensors and plain containers.
@@ -80,6 +92,11 @@ class TorchTrainable:
     def set_cpu_threads(cpus: int) -> None:
         """Use as many intra-op threads as CPUs the trial reserved (not every core of the node)."""
         torch.set_num_threads(max(1, cpus))
+
+    @staticmethod
+    def device_for(gpus: float) -> str:
+        """Return "cuda" when the trial was given a GPU and CUDA is usable, else "cpu"."""
+        return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None

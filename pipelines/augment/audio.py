@@ -20,6 +20,8 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipelines.augment.spec import TransformSpec
+
 #: Phase-vocoder frame and hop (samples): 32 ms frames with 4x overlap at 8 kHz.
 _PV_FRAME = 256
 _PV_HOP = 64
@@ -409,9 +411,28 @@ def time_shift(waves: np.ndarray, strength: float, rng: np.random.Generator) -> 
 
 
 #: The random transforms by name, in the order a pipeline applies them.
+#: The audio transforms, in the order the augmentation policy applies them (stream ids: see
+#: TransformSpec.stream).
+AUDIO_SPECS = (
+    TransformSpec("pitch", "audio", "largest pitch shift in semitones", 0, 12, 14, pitch),
+    TransformSpec(
+        "speed", "audio", "largest relative change of playback speed", 0, 0.5, 15, speed
+    ),
+    TransformSpec(
+        "snr_db",
+        "audio",
+        "signal-to-noise ratio of added noise in dB",
+        -10,
+        60,
+        16,
+        snr_db,
+        identity=None,
+    ),
+    TransformSpec(
+        "time_shift", "audio", "largest shift as a fraction of the clip", 0, 0.5, 17, time_shift
+    ),
+)
+#: The audio transform functions by name.
 AUDIO_TRANSFORMS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
-    "pitch": pitch,
-    "speed": speed,
-    "snr_db": snr_db,
-    "time_shift": time_shift,
+    spec.name: spec.function for spec in AUDIO_SPECS
 }

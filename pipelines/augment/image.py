@@ -19,7 +19,10 @@ from collections.abc import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipelines.augment.spec import TransformSpec
+
 __all__ = [
+    "IMAGE_SPECS",
     "IMAGE_TRANSFORMS",
     "brightness",
     "contrast",
@@ -422,16 +425,31 @@ def cutout(x: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarr
     return out.astype(np.float32, copy=False)
 
 
-#: The image transforms by name, in the order the augmentation policy applies them.
+#: The image transforms, in the order the augmentation policy applies them. Stream ids are fixed
+#: for good (see TransformSpec.stream): a new transform takes the next unused number.
+IMAGE_SPECS = (
+    TransformSpec("rotate", "image", "largest rotation angle in degrees", 0, 180, 0, rotate),
+    TransformSpec(
+        "translate", "image", "largest shift in pixels", 0, 16, 1, translate, integer=True
+    ),
+    TransformSpec("hflip", "image", "probability of a left-right mirror", 0, 1, 2, hflip),
+    TransformSpec("vflip", "image", "probability of a top-bottom mirror", 0, 1, 3, vflip),
+    TransformSpec("zoom", "image", "largest relative change of scale", 0, 0.5, 4, zoom),
+    TransformSpec(
+        "crop", "image", "padding in pixels before a random crop", 0, 16, 5, crop, integer=True
+    ),
+    TransformSpec(
+        "brightness", "image", "largest brightness shift (normalised units)", 0, 3, 6, brightness
+    ),
+    TransformSpec(
+        "contrast", "image", "largest relative change of contrast", 0, 0.95, 7, contrast
+    ),
+    TransformSpec("noise", "image", "Gaussian noise std (normalised units)", 0, 2, 8, noise),
+    TransformSpec(
+        "cutout", "image", "side of the erased square in pixels", 0, 32, 9, cutout, integer=True
+    ),
+)
+#: The image transform functions by name.
 IMAGE_TRANSFORMS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
-    "rotate": rotate,
-    "translate": translate,
-    "hflip": hflip,
-    "vflip": vflip,
-    "zoom": zoom,
-    "crop": crop,
-    "brightness": brightness,
-    "contrast": contrast,
-    "noise": noise,
-    "cutout": cutout,
+    spec.name: spec.function for spec in IMAGE_SPECS
 }

@@ -6,81 +6,36 @@ A policy is resolved per trial from flat hyperparameters, so every strength can 
   :data:`TRANSFORMS`);
 - ``aug_<name>_p``: the probability that a row gets the transform at all (default 1).
 
-The config's ``data.augment`` section lists transforms with fixed values; they reach trials as the
-same hyperparameters (see :func:`pipelines.validate.plan_sweep`), so MLflow records them per trial
+The config's ``data.augment`` section lists transforms with fixed values; they reach trials as
+the same hyperparameters (see :mod:`pipelines.augment.checks`), so MLflow records them per trial
 whether they were searched or fixed. Names, ranges and modality are checked before a sweep
 starts; an unknown name or an out-of-range strength is a :class:`~pipelines.errors.ConfigError`.
 
 Randomness: each transform of each batch draws from its own stream, seeded by
-``(seed, trial, epoch, first row index, transform)``. The same trial and epoch therefore see the
-same augmented rows however Ray schedules the blocks, a new epoch sees fresh draws, and turning
-one transform on or off does not change what the others draw.
+``(seed, trial, epoch, first row index, transform's stream id)``. The same trial and epoch
+therefore see the same augmented rows however Ray schedules the blocks, a new epoch sees fresh
+draws, and turning one transform on or off does not change what the others draw. Stream ids are
+fixed per transform (:attr:`~pipelines.augment.spec.TransformSpec.stream`), not positions in a
+table, so adding a transform anywhere leaves every recorded trial's draws as they were.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from pipelines.augment.audio import AUDIO_SPECS
+from pipelines.augment.image import IMAGE_SPECS
+from pipelines.augment.spec import TransformSpec, by_name
+from pipelines.augment.text import TEXT_SPECS
 from pipelines.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class TransformSpec:
-    """What one transform's strength means and which values are allowed.
-
-    Attributes:
-        name: The name used in configs (``aug_<name>`` as a hyperparameter).
-        modality: ``"image"``, ``"text"`` or ``"audio"``.
-        meaning: The strength's meaning and unit, for error messages and the README.
-        low: Smallest allowed strength.
-        high: Largest allowed strength.
-        integer: Whether the strength is a whole number (pixels).
-        identity: The strength that leaves data unchanged, or None when no value does.
-
-    """
-
-    name: str
-    modality: str
-    meaning: str
-    low: float
-    high: float
-    integer: bool = False
-    identity: float | None = 0.0
-
-
-def _spec(name: str, modality: str, meaning: str, low: float, high: float, **kw: Any) -> Any:
-    return name, TransformSpec(name, modality, meaning, low, high, **kw)
-
-
-#: Every transform, in a fixed order: the position is also the transform's random stream id.
-TRANSFORMS: dict[str, TransformSpec] = dict(
-    [
-        _spec("rotate", "image", "largest rotation angle in degrees", 0, 180),
-        _spec("translate", "image", "largest shift in pixels", 0, 16, integer=True),
-        _spec("hflip", "image", "probability of a left-right mirror", 0, 1),
-        _spec("vflip", "image", "probability of a top-bottom mirror", 0, 1),
-        _spec("zoom", "image", "largest relative change of scale", 0, 0.5),
-        _spec("crop", "image", "padding in pixels before a random crop", 0, 16, integer=True),
-        _spec("brightness", "image", "largest brightness shift (normalised units)", 0, 3),
-        _spec("contrast", "image", "largest relative change of contrast", 0, 0.95),
-        _spec("noise", "image", "Gaussian noise std (normalised units)", 0, 2),
-        _spec("cutout", "image", "side of the erased square in pixels", 0, 32, integer=True),
-        _spec("synonym", "text", "probability per word of a synonym replacement", 0, 1),
-        _spec("insert", "text", "probability per word of inserting a synonym", 0, 1),
-        _spec("swap", "text", "swaps per word (fraction of the sentence length)", 0, 1),
-        _spec("delete", "text", "probability per word of deleting it", 0, 0.9),
-        _spec("pitch", "audio", "largest pitch shift in semitones", 0, 12),
-        _spec("speed", "audio", "largest relative change of playback speed", 0, 0.5),
-        _spec(
-            "snr_db", "audio", "signal-to-noise ratio of added noise in dB", -10, 60, identity=None
-        ),
-        _spec("time_shift", "audio", "largest shift as a fraction of the clip", 0, 0.5),
-    ]
-)
+#: Every transform by name: image, then text, then audio, each in its module's table order (the
+#: order a policy applies them). Each carries its own fixed random stream id.
+TRANSFORMS: dict[str, TransformSpec] = by_name(IMAGE_SPECS, TEXT_SPECS, AUDIO_SPECS)
 MODALITIES_WITH_AUGMENTATION = ("image", "text", "audio")
 
 
@@ -209,29 +164,11 @@ def policy_from_hparams(hparams: Mapping[str, Any], modality: str) -> AugmentPol
     return AugmentPolicy(modality, tuple(steps))
 
 
-Transform = Callable[..., np.ndarray]
-
-
-def _functions(modality: str) -> dict[str, Transform]:
-    # Imported here so that a policy can be checked without loading every modality's code.
-    if modality == "image":
-        from pipelines.augment.image import IMAGE_TRANSFORMS
-
-        return dict(IMAGE_TRANSFORMS)
-    if modality == "text":
-        from pipelines.augment.text import TEXT_TRANSFORMS
-
-        return dict(TEXT_TRANSFORMS)
-    from pipelines.augment.audio import AUDIO_TRANSFORMS
-
-    return dict(AUDIO_TRANSFORMS)
-
-
 def step_rng(
     seed: int, trial: int, epoch: int, first_index: int, name: str
 ) -> np.random.Generator:
     """Return the random stream of one transform on one batch of one trial's epoch."""
-    stream = list(TRANSFORMS).index(name)
+    stream = TRANSFORMS[name].stream
     return np.random.default_rng([seed, trial, epoch, first_index, stream])
 
 
@@ -262,10 +199,9 @@ def apply_policy(
     """
     if policy.is_identity or len(x) == 0:
         return x
-    functions = _functions(policy.modality)
     for step in policy.steps:
         rng = step_rng(seed, trial, epoch, first_index, step.name)
-        function = functions[step.name]
+        function = TRANSFORMS[step.name].function
         if step.probability >= 1.0:
             x = function(x, step.strength, rng, **context)
             continue

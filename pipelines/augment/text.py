@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipelines.data.text import PAD, SynonymTable
+from pipelines.augment.spec import TransformSpec
+from pipelines.augment.tokens import PAD, SynonymTable
 
 TextTransform = Callable[[np.ndarray, float, np.random.Generator, SynonymTable], np.ndarray]
 
@@ -192,9 +193,19 @@ def delete(
     return compact
 
 
-TEXT_TRANSFORMS: dict[str, TextTransform] = {
-    "synonym": synonym,
-    "insert": insert,
-    "swap": swap,
-    "delete": delete,
-}
+#: The text transforms, in the order the augmentation policy applies them (stream ids: see
+#: TransformSpec.stream).
+TEXT_SPECS = (
+    TransformSpec(
+        "synonym", "text", "probability per word of a synonym replacement", 0, 1, 10, synonym
+    ),
+    TransformSpec(
+        "insert", "text", "probability per word of inserting a synonym", 0, 1, 11, insert
+    ),
+    TransformSpec(
+        "swap", "text", "swaps per word (fraction of the sentence length)", 0, 1, 12, swap
+    ),
+    TransformSpec("delete", "text", "probability per word of deleting it", 0, 0.9, 13, delete),
+)
+#: The text transform functions by name.
+TEXT_TRANSFORMS: dict[str, TextTransform] = {spec.name: spec.function for spec in TEXT_SPECS}

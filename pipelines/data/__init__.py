@@ -28,7 +28,12 @@ from pipelines.data.sources import (
     dataset_task,
     load_raw,
 )
-from pipelines.data.sweep_data import SweepData, to_ray_dataset, transform_batch
+from pipelines.data.sweep_data import (
+    SweepData,
+    configure_ray_data,
+    to_ray_dataset,
+    transform_batch,
+)
 from pipelines.errors import DataError
 
 __all__ = [
@@ -41,6 +46,7 @@ __all__ = [
     "data_modality",
     "dataset_task",
     "load_raw",
+    "materialise",
     "prepare_arrays",
     "prepare_data",
     "transform_batch",
@@ -52,8 +58,15 @@ logger = logging.getLogger(__name__)
 def prepare_arrays(config: DataConfig) -> tuple[Prepared, bool]:
     """Return the preprocessed splits (from the cache when possible) and whether it was a hit.
 
-    No Ray here: this runs in the driver, once per sweep.
+    No Ray here: this runs in the driver, once per sweep, before any cluster work, so bad data
+    fails first. Every sweep path (sweep, ``--extend``, retrain) calls it exactly once and
+    hands the result on; the debug line below is what a test counts.
+
+    Raises:
+        DataError: If the data is missing, empty or malformed, or rows went missing.
+
     """
+    logger.debug("preparing data %s", config.dataset)
     key = cache.cache_key(config) if config.cache else None
     if key is not None:
         cached = cache.load(key)
@@ -80,14 +93,24 @@ def prepare_arrays(config: DataConfig) -> tuple[Prepared, bool]:
 def prepare_data(config: DataConfig, cpus_per_trial: int = 1) -> SweepData:
     """Load, preprocess (or reuse the cache) and materialise the data once for a whole sweep.
 
-    The training split is cut into blocks a trial's ``cpus_per_trial`` CPUs augment in parallel.
-
     Raises:
         DataError: If the data is missing, empty or malformed, or rows went missing.
 
     """
-    configure_ray_data()
     prepared, hit = prepare_arrays(config)
+    return materialise(prepared, cache_hit=hit, cpus_per_trial=cpus_per_trial)
+
+
+def materialise(prepared: Prepared, *, cache_hit: bool, cpus_per_trial: int = 1) -> SweepData:
+    """Put prepared splits into Ray's object store once, for every trial of a sweep to share.
+
+    The training split is cut into blocks a trial's ``cpus_per_trial`` CPUs augment in parallel.
+
+    Raises:
+        DataError: If rows went missing on the way into Ray Data.
+
+    """
+    configure_ray_data()
     spec = prepared.spec()
     train = to_ray_dataset(prepared.x_train, prepared.y_train, parallelism=cpus_per_trial)
     val = to_ray_dataset(prepared.x_val, prepared.y_val)
@@ -106,32 +129,6 @@ def prepare_data(config: DataConfig, cpus_per_trial: int = 1) -> SweepData:
         modality=prepared.modality,
         featurizer=prepared.featurizer,
         synonyms=prepared.synonym_table(),
-        cache_hit=hit,
+        cache_hit=cache_hit,
         train_blocks=train.num_blocks(),
     )
-
-
-def configure_ray_data() -> None:
-    """Keep Ray Data strict, deterministic and quiet (in the driver and in every trial).
-
-    No errored block is ever skipped, blocks come out in their input order (so an epoch is a
-    function of seed, trial and epoch, and ``tunepipe replay`` can reproduce it), and no progress
-    bars or per-epoch INFO lines.
-    """
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    # Ray Data can skip blocks that fail to read; we never want rows to vanish silently.
-    context.max_errored_blocks = 0
-    # With concurrent tasks, finished blocks would otherwise come out in completion order.
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    # Per-epoch dataset runs and per-epoch checkpoints each log an INFO line from every trial.
-    for name in ("ray.data", "ray.tune", "ray.train"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # It warns once per process that we turned the bars off, which we know.
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    # "no available CPUs, the Dataset job will hang": not for our zero-CPU map_batches tasks,
-    # which run on the trial's own CPUs (see pipelines.data.sweep_data).
-    logging.getLogger("ray.data.dataset").setLevel(logging.ERROR)

@@ -66,7 +66,7 @@ class Prepared:
         """Return the text augmentation's synonym table (None for other data)."""
         if self.synonym_ids is None or self.synonym_counts is None:
             return None
-        from pipelines.data.text import SynonymTable
+        from pipelines.augment.tokens import SynonymTable
 
         return SynonymTable(self.synonym_ids, self.synonym_counts)
 

@@ -14,14 +14,15 @@ instead, so a full cluster never starves its own input pipeline.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pipelines.augment.policy import AugmentPolicy, apply_policy
+from pipelines.augment.policy import AugmentPolicy, apply_policy, policy_from_hparams
 from pipelines.data.features import Featurizer
 from trainables.protocol import Batch, DataSpec
 
@@ -102,6 +103,20 @@ class SweepData:
     cache_hit: bool = False
     train_blocks: int = 1
 
+    def for_trial(self, hparams: Mapping[str, Any], *, trial: int, cpus: int) -> TrialStream:
+        """Return one trial's batches (the :class:`~trainables.protocol.BatchSource` contract).
+
+        Runs in the trial's process: Ray Data is configured there, and the trial's augmentation
+        policy is resolved from its ``aug_*`` hyperparameters.
+
+        Raises:
+            ConfigError: For an augmentation hyperparameter the data cannot use.
+
+        """
+        configure_ray_data()
+        policy = policy_from_hparams(hparams, self.modality)
+        return TrialStream(self, policy, int(hparams.get("seed", 0)), trial, cpus)
+
     def train_batches(
         self,
         *,
@@ -150,6 +165,32 @@ class SweepData:
         """Return the whole validation split as arrays (for scoring a registered model)."""
         batches = list(self.val_batches())
         return np.concatenate([b["x"] for b in batches]), np.concatenate([b["y"] for b in batches])
+
+
+@dataclass(frozen=True)
+class TrialStream:
+    """One trial's view of a :class:`SweepData`: its policy, seed, index and CPUs bound."""
+
+    data: SweepData
+    policy: AugmentPolicy
+    seed: int
+    trial: int
+    cpus: int
+
+    def train_batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
+        """Stream one epoch of the trial's shuffled, freshly augmented training batches."""
+        return self.data.train_batches(
+            batch_size=batch_size,
+            epoch=epoch,
+            seed=self.seed,
+            policy=self.policy,
+            cpus=self.cpus,
+            trial=self.trial,
+        )
+
+    def val_batches(self) -> Iterator[Batch]:
+        """Stream the validation split in order, without augmentation."""
+        return self.data.val_batches()
 
 
 def rebatch(blocks: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
@@ -221,3 +262,29 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray, parallelism: int = 1) -> Any:
         for start in range(0, len(x), step)
     ]
     return ray.data.from_arrow(tables).materialize()
+
+
+def configure_ray_data() -> None:
+    """Keep Ray Data strict, deterministic and quiet (in the driver and in every trial).
+
+    No errored block is ever skipped, blocks come out in their input order (so an epoch is a
+    function of seed, trial and epoch, and ``tunepipe replay`` can reproduce it), and no progress
+    bars or per-epoch INFO lines.
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    # Ray Data can skip blocks that fail to read; we never want rows to vanish silently.
+    context.max_errored_blocks = 0
+    # With concurrent tasks, finished blocks would otherwise come out in completion order.
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    # Per-epoch dataset runs and per-epoch checkpoints each log an INFO line from every trial.
+    for name in ("ray.data", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # It warns once per process that we turned the bars off, which we know.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    # "no available CPUs, the Dataset job will hang": not for our zero-CPU map_batches tasks,
+    # which run on the trial's own CPUs (see pipelines.data.sweep_data).
+    logging.getLogger("ray.data.dataset").setLevel(logging.ERROR)

@@ -1,18 +1,15 @@
-"""MLflow tracking, written from the driver only (trainables never talk to MLflow).
+"""MLflow tracking: the one door to MLflow, for writes and reads alike.
 
-- :mod:`.sweep_run`: the experiment and the sweep's parent run (config, search space, best result);
+Only this package imports ``mlflow``; the tag, alias and artifact names it writes are in
+:mod:`.schema`. Trainables never talk to MLflow; everything is written from the driver.
+
+- :mod:`.sweep_run`: the experiment and the sweep's parent run (config, search space, best
+  result, plots);
 - :mod:`.callback`: a Tune callback that mirrors each trial as a nested child run;
-- :mod:`.models`: logging the best model and registering it with alias ``challenger``.
+- :mod:`.record`: what every trial records to be reproducible;
+- :mod:`.models`: logging the best model, registering it as ``challenger``, loading it back;
+- :mod:`.champion`: what a retrain records (stage, decision, ``champion`` alias);
+- :mod:`.queries` and :mod:`.history`: reading runs, trials, histories and artifacts back.
+
+Submodules are imported where they are used: reading a sweep needs neither Ray nor a framework.
 """
-
-import os
-
-# Private by default: MLflow 3 reports usage to its developers unless told not to (and each
-# wrapped client call pays for it). A user who wants it sets the variable to "false".
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-from pipelines.tracking.callback import MlflowTrialCallback
-from pipelines.tracking.models import load_registered_model, register_best_model
-from pipelines.tracking.sweep_run import SweepRun
-
-__all__ = ["MlflowTrialCallback", "SweepRun", "load_registered_model", "register_best_model"]

@@ -20,9 +20,12 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from pipelines.reproduce import TRIAL_ARTIFACT, SweepRecord
-from pipelines.tracking.sweep_run import PARENT_TAG, log_params
-from trainables.reporting import trial_index_from_id
+from pipelines.tracking import schema
+from pipelines.tracking.client import client_for
+from pipelines.tracking.record import SweepRecord
+from pipelines.tracking.sweep_run import log_params
+from trainables import results
+from trainables.results import trial_index_from_id
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ class MlflowTrialCallback(Callback):
         searched: Names of the searched hyperparameters (used in run names).
         resolve: Turns a trial's config into its active hyperparameters (what is logged).
         max_epochs_key: Hyperparameter that holds the planned number of epochs.
-        record: What every trial records for reproducibility (see :mod:`pipelines.reproduce`).
+        record: What every trial records for reproducibility (see :mod:`pipelines.sweep.replay`).
         trial_offset: Trials the sweep already has (``--extend``): numbering continues after.
 
     """
@@ -135,7 +138,7 @@ class MlflowTrialCallback(Callback):
     def client(self) -> MlflowClient:
         """The MLflow client, created on first use (clients do not pickle)."""
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = client_for(self.tracking_uri)
         return self._client
 
     def __getstate__(self) -> dict[str, Any]:
@@ -168,23 +171,27 @@ class MlflowTrialCallback(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Note a retried failure on the child run (it stays open and continues)."""
-        tag = [RunTag("tunepipe.last_retry_error", _error(trial))]
+        tag = [RunTag(schema.LAST_RETRY_ERROR, _error(trial))]
         self._submit(self._write_tags, trial.trial_id, tag)
 
     def on_trial_complete(
         self, iteration: int, trials: list[Any], trial: Any, **info: Any
     ) -> None:
-        """Close the child run: completed, stopped early, early-stopped, or diverged."""
+        """Close the child run: completed, stopped early, early-stopped, diverged or failed."""
         last = trial.last_result or {}
-        epoch = int(last.get("epoch", 0))
+        epoch = int(last.get(results.EPOCH, 0))
         planned = int(self.resolve(trial.config).get(self.max_epochs_key, epoch))
-        if last.get("diverged"):
+        if last.get(results.FAILED):
+            # A bad hyperparameter (or FailedTrialError): failed for good, not retried.
+            reason, status = "failed", "FAILED"
+            detail = str(last.get(results.FAILED_REASON, "the trial failed"))
+        elif last.get(results.DIVERGED):
             reason = "diverged"
-            detail = f"{last.get('diverged_metric')} was not finite at epoch {epoch}"
+            detail = f"{last.get(results.DIVERGED_METRIC)} was not finite at epoch {epoch}"
             status = "FAILED"
-        elif last.get("early_stopped"):
+        elif last.get(results.EARLY_STOPPED):
             reason, status = "early_stopped", "FINISHED"
-            detail = str(last.get("early_stopping_reason", "early stopping"))
+            detail = str(last.get(results.EARLY_STOPPING_REASON, "early stopping"))
         elif epoch < planned:
             reason, status = "stopped_early", "FINISHED"
             detail = f"stopped by the scheduler after epoch {epoch} of {planned}"
@@ -237,7 +244,7 @@ class MlflowTrialCallback(Callback):
 
     def _close(self, trial: Any, status: str, reason: str, detail: str) -> None:
         self.end_reasons[trial.trial_id] = reason
-        tags = [RunTag("tunepipe.end_reason", reason), RunTag("tunepipe.end_detail", detail)]
+        tags = [RunTag(schema.END_REASON, reason), RunTag(schema.END_DETAIL, detail[:5000])]
         self._submit(self._finish_run, trial.trial_id, tags, status)
 
     def _finish_run(self, trial_id: str, tags: list[RunTag], status: str) -> None:
@@ -259,11 +266,11 @@ class MlflowTrialCallback(Callback):
         name, hparams = self._trials[trial_id]
         index = trial_index_from_id(trial_id)
         tags = {
-            PARENT_TAG: self.parent_run_id,
-            "tunepipe.kind": "trial",
-            "tunepipe.trial_id": trial_id,
-            "tunepipe.trial_index": str(index),
-            "tunepipe.seed": str(hparams.get("seed", "")),
+            schema.PARENT: self.parent_run_id,
+            schema.KIND: schema.KIND_TRIAL,
+            schema.TRIAL_ID: trial_id,
+            schema.TRIAL_INDEX: str(index),
+            schema.SEED: str(hparams.get("seed", "")),
             **(self.record.tags() if self.record else {}),
         }
         try:
@@ -276,7 +283,7 @@ class MlflowTrialCallback(Callback):
         self._safe(log_params, self.client, run_id, hparams)
         if self.record is not None:
             trial_record = self.record.trial(hparams, index)
-            self._safe(self.client.log_dict, run_id, trial_record, TRIAL_ARTIFACT)
+            self._safe(self.client.log_dict, run_id, trial_record, schema.TRIAL_RECORD)
         return run_id
 
     def _safe(self, write: Any, *args: Any, **kwargs: Any) -> bool:

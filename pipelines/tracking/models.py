@@ -1,4 +1,9 @@
-"""Log the sweep's best model to MLflow, register it, and load a registered version back."""
+"""Log the sweep's best model to MLflow, register it, and load a registered version back.
+
+Nothing here knows a framework: the trainable's registry entry rebuilds the model from its
+checkpoint (``TrainableInfo.export_model``) and names the MLflow flavour that logs and loads it,
+so a new framework needs no change here.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,11 @@ from typing import Any
 
 import numpy as np
 from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
+from pipelines.tracking import schema
+from pipelines.tracking.client import client_for
 from trainables.protocol import DataSpec
-
-#: Alias given to every newly registered best model; promotion to ``champion`` is a later step.
-CHALLENGER = "challenger"
+from trainables.registry import TRAINABLES, TrainableInfo
 
 
 def register_best_model(
@@ -21,7 +25,7 @@ def register_best_model(
     tracking_uri: str,
     run_id: str,
     model_name: str,
-    framework: str,
+    info: TrainableInfo,
     hparams: dict[str, Any],
     spec: DataSpec,
     checkpoint_dir: Path,
@@ -29,7 +33,7 @@ def register_best_model(
 ) -> str:
     """Log the model in ``checkpoint_dir`` on run ``run_id`` and register it as a new version.
 
-    The new version gets the alias ``challenger``.
+    The new version gets the alias ``challenger`` and a tag naming its framework.
 
     Returns:
         The registered version number, as a string.
@@ -37,97 +41,57 @@ def register_best_model(
     """
     import mlflow
 
-    if framework not in _LOGGERS:
-        raise NotImplementedError(f"model logging for {framework!r} is not implemented")
+    exported = info.export_model(hparams, spec, checkpoint_dir, input_example)
+    # Imported after the export: the trainable's module sets its framework's runtime options
+    # (TensorFlow's log level, for one) before the flavour imports the framework.
+    flavour = _flavour(info)
+    options = dict(exported.options)
+    if exported.signature_data is not None:
+        options["signature"] = infer_signature(*exported.signature_data)
+    if exported.input_example is not None:
+        options["input_example"] = exported.input_example
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        info = _LOGGERS[framework](hparams, spec, checkpoint_dir, input_example, model_name)
-    version = str(info.registered_model_version)
-    MlflowClient(tracking_uri).set_registered_model_alias(model_name, CHALLENGER, version)
+        logged = flavour.log_model(
+            exported.model, name=schema.MODEL, registered_model_name=model_name, **options
+        )
+    version = str(logged.registered_model_version)
+    client = client_for(tracking_uri)
+    client.set_model_version_tag(model_name, version, schema.VERSION_FRAMEWORK, info.framework)
+    client.set_registered_model_alias(model_name, schema.CHALLENGER, version)
     return version
 
 
-def _log_torch(
-    hparams: dict[str, Any], spec: DataSpec, checkpoint_dir: Path, example: np.ndarray, name: str
-) -> Any:
-    import mlflow.pytorch
-
-    from trainables.torch_trainable import load_torch_model
-
-    model = load_torch_model(hparams, spec, checkpoint_dir)
-    # pt2 (torch.export) loads back without unpickling our classes, unlike "pickle".
-    return mlflow.pytorch.log_model(
-        model,
-        name="model",
-        serialization_format="pt2",
-        input_example=example.astype(np.float32),
-        registered_model_name=name,
-    )
-
-
-def _log_sklearn(
-    hparams: dict[str, Any], spec: DataSpec, checkpoint_dir: Path, example: np.ndarray, name: str
-) -> Any:
-    import mlflow.sklearn
-
-    from trainables.sklearn_trainable import ALLOWED_UNTRUSTED_TYPES, SklearnTrainable
-
-    trainable = SklearnTrainable()
-    trainable.setup(hparams, spec, "cpu")
-    trainable.load(checkpoint_dir)  # checks the file's types and trees before use
-    # skops instead of pickle: loading the registered model cannot run arbitrary code.
-    return mlflow.sklearn.log_model(
-        trainable.estimator,
-        name="model",
-        serialization_format="skops",
-        skops_trusted_types=sorted(ALLOWED_UNTRUSTED_TYPES),
-        input_example=example.reshape(len(example), -1).astype(np.float32),
-        registered_model_name=name,
-    )
-
-
-def _log_keras(
-    hparams: dict[str, Any], spec: DataSpec, checkpoint_dir: Path, example: np.ndarray, name: str
-) -> Any:
-    from trainables.keras_trainable import load_keras_model
-
-    # Imported after (mlflow.keras imports keras at once): TensorFlow's log settings come first.
-    mlflow_keras = importlib.import_module("mlflow.keras")
-    model = load_keras_model(hparams, spec, checkpoint_dir)
-    example = example.astype(np.float32)
-    # A signature, not an input example: mlflow.keras 3.17 writes the example before it creates
-    # the model folder (FileNotFoundError). The batch dimension of a tensor signature is -1.
-    signature = infer_signature(example, np.asarray(model(example, training=False)))
-    # The native .keras format: architecture as JSON plus weights, loaded in Keras's safe mode.
-    return mlflow_keras.log_model(
-        model, name="model", signature=signature, registered_model_name=name
-    )
-
-
-_LOGGERS = {"torch": _log_torch, "sklearn": _log_sklearn, "tensorflow": _log_keras}
-
-
 def load_registered_model(
-    tracking_uri: str, model_name: str, alias: str = CHALLENGER, framework: str = "torch"
+    tracking_uri: str, model_name: str, alias: str = schema.CHALLENGER
 ) -> Any:
-    """Load ``models:/<name>@<alias>`` in its framework's flavour.
+    """Load ``models:/<name>@<alias>`` in the flavour of the framework that trained it.
+
+    The framework is read from the version's tag (or its sweep run's), never assumed.
 
     Returns:
-        A torch module, a scikit-learn estimator or a Keras model.
+        The framework's model object: a torch module, a scikit-learn estimator, a Keras model.
+
+    Raises:
+        LookupError: If the alias does not exist or the version names no known framework.
 
     """
     import mlflow
 
+    client = client_for(tracking_uri)
+    version = client.get_model_version_by_alias(model_name, alias)
+    framework = (version.tags or {}).get(schema.VERSION_FRAMEWORK)
+    if framework is None and version.run_id:  # registered before versions carried the tag
+        framework = client.get_run(version.run_id).data.tags.get(schema.FRAMEWORK)
+    if framework not in TRAINABLES:
+        raise LookupError(f"{model_name}@{alias} names no known framework: {framework!r}")
+    info = TRAINABLES[framework]
+    info.load_class()  # the framework's runtime options first (see register_best_model)
     mlflow.set_tracking_uri(tracking_uri)
-    uri = f"models:/{model_name}@{alias}"
-    if framework == "tensorflow":
-        import trainables.keras_runtime  # noqa: F401  (TensorFlow's log settings first)
+    return _flavour(info).load_model(f"models:/{model_name}@{alias}")
 
-        return importlib.import_module("mlflow.keras").load_model(uri)
-    if framework == "sklearn":
-        import mlflow.sklearn
 
-        return mlflow.sklearn.load_model(uri)
-    import mlflow.pytorch
-
-    return mlflow.pytorch.load_model(uri)
+def _flavour(info: TrainableInfo) -> Any:
+    if info.mlflow_flavor is None:
+        raise NotImplementedError(f"the {info.framework} trainable names no MLflow flavour")
+    return importlib.import_module(f"mlflow.{info.mlflow_flavor}")

@@ -6,20 +6,19 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipelines.paths import artifact_root_for
+from pipelines.tracking import schema
+from pipelines.tracking.client import client_for, get_or_create_experiment
 
 #: MLflow accepts at most 100 params per log_batch call.
 PARAMS_PER_BATCH = 100
-#: Tag that nests a run under its parent in the MLflow UI.
-PARENT_TAG = "mlflow.parentRunId"
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -34,19 +33,6 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """Return the id of experiment ``name``, creating it if needed.
-
-    With a local SQLite store, artifacts go to a folder beside the database (paths.py).
-    """
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    root = artifact_root_for(tracking_uri)
-    location = (root / name).as_uri() if root is not None else None
-    return str(client.create_experiment(name, artifact_location=location))
-
-
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     """Log params in batches of at most 100, values as strings (MLflow's limit is 6000 chars)."""
     items = [Param(key, str(value)[:6000]) for key, value in params.items()]
@@ -59,7 +45,7 @@ class SweepRun:
 
     def __init__(self, tracking_uri: str, experiment_name: str) -> None:
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = client_for(tracking_uri)
         self.experiment_id = get_or_create_experiment(self.client, experiment_name, tracking_uri)
         self.run_id: str | None = None
 
@@ -70,7 +56,7 @@ class SweepRun:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={"tunepipe.kind": "sweep", **tags},
+            tags={schema.KIND: schema.KIND_SWEEP, **tags},
         )
         self.run_id = run.info.run_id
         log_params(self.client, self.run_id, flatten(config, "config."))
@@ -78,7 +64,7 @@ class SweepRun:
             resolved = Path(folder) / "config.yaml"
             resolved.write_text(yaml.safe_dump(dict(config), sort_keys=False))
             shutil.copy(search_space_file, Path(folder) / "search_space.yaml")
-            self.client.log_artifacts(self.run_id, folder, artifact_path="sweep")
+            self.client.log_artifacts(self.run_id, folder, artifact_path=schema.SWEEP_ARTIFACTS)
         return self.run_id
 
     def log_best(
@@ -96,13 +82,19 @@ class SweepRun:
         Each call logs ``best_<metric>`` at the next step, so its history is the best-so-far.
         """
         run_id = self._require_run()
-        step = self.next_step(f"best_{metric}")
-        best_tags = {f"best.{k}": str(v)[:5000] for k, v in best_params.items()}
-        best_tags["tunepipe.best_config"] = json.dumps(dict(best_params), default=str)
+        step = self.next_step(schema.best_metric(metric))
+        best_tags = {f"{schema.BEST_PREFIX}{k}": str(v)[:5000] for k, v in best_params.items()}
+        best_tags[schema.BEST_CONFIG] = json.dumps(dict(best_params), default=str)
         self.set_tags({**best_tags, **extra_tags})
-        self.client.log_metric(run_id, f"best_{metric}", value, step=step)
+        self.client.log_metric(run_id, schema.best_metric(metric), value, step=step)
         if checkpoint_dir is not None:
-            self.client.log_artifacts(run_id, str(checkpoint_dir), artifact_path="best_checkpoint")
+            self.client.log_artifacts(
+                run_id, str(checkpoint_dir), artifact_path=schema.BEST_CHECKPOINT
+            )
+
+    def log_plots(self, folder: Path) -> None:
+        """Attach the image files in ``folder`` to the parent run, under ``plots/``."""
+        self.client.log_artifacts(self._require_run(), str(folder), artifact_path=schema.PLOTS)
 
     def resume(self, run_id: str) -> None:
         """Reopen an earlier sweep's parent run (``--extend``): it is RUNNING again."""
@@ -123,8 +115,6 @@ class SweepRun:
         """Log sweep-level metrics (counts, durations) on the parent run."""
         run_id = self._require_run()
         now = int(time.time() * 1000)
-        from mlflow.entities import Metric
-
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch)
 
@@ -132,13 +122,6 @@ class SweepRun:
         """Close the parent run with ``status`` (FINISHED, FAILED or KILLED)."""
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status=status)
-
-    def child_run_ids(self) -> Iterable[str]:
-        """Return the ids of the trial runs nested under this sweep."""
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self._require_run()}'"
-        )
-        return [run.info.run_id for run in runs]
 
     def _require_run(self) -> str:
         if self.run_id is None:

@@ -14,9 +14,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray import cloudpickle
 
-from pipelines import registry, run_sweep
-from pipelines.validate import plan_sweep
-from tests.conftest import shrunk
+from pipelines import run_sweep
+from pipelines.sweep import strategies as registry
+from pipelines.sweep.plan import plan_sweep
+from tests.support.configs import shrunk
 
 CONTINUOUS = """
 parameters:
@@ -70,9 +71,18 @@ def _check_conditional(summary: Any, plan: Any) -> None:
         assert ("momentum" in hparams) == (hparams["optimizer"] == "sgd"), hparams
 
 
+#: Searchers that model results (everything but independent draws and enumerated points),
+#: read from their declared space forms.
+MODEL_BASED = sorted(
+    name
+    for name, searcher in registry.SEARCHERS.items()
+    if searcher.space_form not in ("independent", "grid")
+)
+
+
 def _suggestions(method: str, tmp_path: Path, count: int = 4) -> list[dict[str, Any]]:
     plan = plan_sweep(_config(tmp_path, method, "fifo", CONTINUOUS))
-    searcher = plan.searcher
+    searcher, _ = plan.build_strategies()
     return [plan.resolve(searcher.suggest(f"trial_{i}")) for i in range(count)]
 
 
@@ -89,7 +99,7 @@ def test_searcher_contract(method: str, tmp_path: Path) -> None:
     space = DISCRETE if method == "grid" else CONTINUOUS
     config = _config(tmp_path, method, "fifo", space)
     plan = plan_sweep(config)
-    cloudpickle.loads(cloudpickle.dumps(plan.searcher))
+    cloudpickle.loads(cloudpickle.dumps(plan.build_strategies()[0]))
 
     summary = run_sweep(config, progress=False)
     if method == "grid":
@@ -102,7 +112,7 @@ def test_searcher_contract(method: str, tmp_path: Path) -> None:
     _check_conditional(summary, plan)
 
 
-@pytest.mark.parametrize("method", ["tpe", "gp", "hyperopt"])
+@pytest.mark.parametrize("method", MODEL_BASED)
 def test_model_based_searchers_are_reproducible_with_a_seed(method: str, tmp_path: Path) -> None:
     first = _suggestions(method, tmp_path / "a")
     second = _suggestions(method, tmp_path / "b")
@@ -111,11 +121,9 @@ def test_model_based_searchers_are_reproducible_with_a_seed(method: str, tmp_pat
 
 
 def test_grid_is_the_same_enumeration_every_time(tmp_path: Path) -> None:
-    from search_spaces.convert import searcher_space
-
     plans = [plan_sweep(_config(tmp_path, "grid", "fifo", DISCRETE)) for _ in range(2)]
     assert plans[0].num_samples == plans[1].num_samples == 6
-    first, second = (searcher_space(p.space, "grid").points_to_evaluate for p in plans)
+    first, second = (p.converted.points_to_evaluate for p in plans)
     assert first == second and len(first) == 6
 
 
@@ -146,7 +154,7 @@ def test_scheduler_contract(scheduler: str, tmp_path: Path) -> None:
         extra = {"trainable.params.optimizer": "sgd", "scheduler.options": options}
     config = _config(tmp_path, "random", scheduler, space, **extra)
     plan = plan_sweep(config)
-    cloudpickle.loads(cloudpickle.dumps(plan.scheduler))
+    cloudpickle.loads(cloudpickle.dumps(plan.build_strategies()[1]))
 
     summary = run_sweep(config, progress=False)
     results = list(summary.results)
@@ -175,9 +183,10 @@ def test_scheduler_contract(scheduler: str, tmp_path: Path) -> None:
 
 def test_bohb_like_preset_is_tpe_plus_asha(tmp_path: Path) -> None:
     plan = plan_sweep(shrunk("digits_bohb_like.yaml"))
-    assert (plan.method, plan.scheduler_name) == ("tpe", "asha")
-    assert type(plan.scheduler).__name__ == "AsyncHyperBandScheduler"
-    assert type(plan.searcher).__name__ == "OptunaSearch"
+    assert (plan.searcher.name, plan.scheduler.name) == ("tpe", "asha")
+    searcher, scheduler = plan.build_strategies()
+    assert type(scheduler).__name__ == "AsyncHyperBandScheduler"
+    assert type(searcher).__name__ == "OptunaSearch"
 
 
 def test_pbt_with_a_model_based_searcher_is_rejected(tmp_path: Path) -> None:

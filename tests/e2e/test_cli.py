@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, REPO
+from tests.support.configs import CONFIGS, REPO
 
 TUNEPIPE = [sys.executable, "-m", "pipelines.cli"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import run_sweep
-from tests.conftest import CONFIGS
+from tests.support.configs import CONFIGS
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import CONFIGS, REPO
+from tests.support.configs import CONFIGS, REPO
 
 SCRIPT = textwrap.dedent(
     """

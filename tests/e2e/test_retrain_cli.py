@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import CONFIGS, REPO
+from tests.support.configs import CONFIGS, REPO
 
 TUNEPIPE = [sys.executable, "-m", "pipelines.cli"]
 CONFIG = CONFIGS / "digits_retrain.yaml"
@@ -67,7 +67,7 @@ def _retrain_runs(home: Path) -> list[object]:
 def test_a_retrain_while_another_holds_the_lock_exits_75_and_records_nothing(
     isolated_home: Path,
 ) -> None:
-    from pipelines.retrain import experiment_lock
+    from pipelines.retrain.lock import experiment_lock
 
     with experiment_lock(NAME):  # the running retrain
         done = _retrain(isolated_home)
@@ -113,7 +113,7 @@ def test_killed_retrains_leave_no_duplicate_versions_and_an_evaluated_champion(
     killer = (
         "import os, signal, sys\n"
         "from pipelines.config import load_config\n"
-        "from pipelines.retrain import run_retrain\n"
+        "from pipelines.retrain.run import run_retrain\n"
         "config = load_config(sys.argv[1], {'retrain.num_samples': 2, "
         "'trainable.params.epochs': 2})\n"
         "def stage(name):\n"

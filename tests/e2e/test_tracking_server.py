@@ -10,8 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines import run_sweep
-from pipelines.ui import start_mlflow_server, stop_mlflow_server, wait_until_up
-from tests.conftest import shrunk
+from pipelines.views.ui import start_mlflow_server, stop_mlflow_server, wait_until_up
+from tests.support.configs import shrunk
 
 
 def _free_port() -> int:

@@ -23,7 +23,7 @@ import yaml
 
 from pipelines import run_sweep
 from pipelines.config import load_config
-from tests.conftest import CONFIGS, REPO
+from tests.support.configs import CONFIGS, REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "test-screenshots"

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from pipelines import run_sweep
 from pipelines.config import DataConfig
 from pipelines.data import cache, prepare_data
-from tests.conftest import shrunk
+from tests.support.configs import shrunk
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

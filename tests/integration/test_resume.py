@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from pipelines import run_sweep
-from tests.conftest import shrunk
+from tests.support.configs import shrunk
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -26,11 +26,12 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 
 from pipelines import run_sweep
-from pipelines.retrain import RetrainOutcome, run_retrain
-from pipelines.tuning import SweepSummary
-from pipelines.validate import plan_sweep
-from pipelines.warm_start import WarmStart, earlier_trials
-from tests.conftest import shrunk
+from pipelines.retrain.run import RetrainOutcome, run_retrain
+from pipelines.sweep.finish import SweepSummary
+from pipelines.sweep.plan import plan_sweep
+from pipelines.sweep.warm_start import WarmStart, earlier_trials
+from tests.support.configs import shrunk
+from tests.support.steps import counting_steps
 
 # About 3.5 minutes on 2 cores: it runs with `make test-slow` (CI runs both).
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
@@ -71,6 +72,7 @@ class Scenario:
     stages: list[str]
     warm_trials: int
     v1: dict[str, Any]
+    first_steps: dict[str, int]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         config = shrunk("digits_retrain.yaml", **v1)
         warm_trials = len(
             earlier_trials(
-                MlflowClient(config.tracking.uri),
+                config.tracking.uri,
                 sweep.mlflow_experiment_id,
                 plan_sweep(config).space,
                 config.metric,
@@ -105,7 +107,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             )
         )
         stages: list[str] = []
-        first = run_retrain(config, progress=False, on_stage=stages.append)
+        with counting_steps() as first_steps:
+            first = run_retrain(config, progress=False, on_stage=stages.append)
         skipped = run_retrain(shrunk("digits_retrain.yaml", **v1), progress=False)
         crippled = run_retrain(
             shrunk(
@@ -135,6 +138,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             stages,
             warm_trials,
             v1,
+            dict(first_steps),
         )
 
 
@@ -156,6 +160,8 @@ def test_first_retrain_without_a_champion_promotes_its_challenger(scenario: Scen
     assert first.challenger_version is not None
     assert first.challenger_score is not None and first.challenger_score > 0.5
     assert scenario.stages == ["tuning", "registered", "evaluated", "decided"]
+    # Planned once and the data prepared once, though it checks, tunes and judges.
+    assert scenario.first_steps == {"plans": 1, "preparations": 1}
     run = scenario.client.get_run(first.run_id)
     assert run.data.tags["tunepipe.retrain_decision"] == "promoted"
     assert run.data.tags["tunepipe.retrain_reason"] == first.reason
@@ -221,14 +227,14 @@ def test_the_searcher_starts_with_every_earlier_result_in_its_study(scenario: Sc
     config = shrunk("digits_retrain.yaml")
     experiment = scenario.client.get_experiment_by_name(NAME)
     earlier = earlier_trials(
-        scenario.client,
+        scenario.v1["tracking.uri"],  # the scenario's store
         experiment.experiment_id,
         plan_sweep(config).space,
         config.metric,
         config.mode,
     )
-    plan = plan_sweep(config, WarmStart(tuple(earlier), top_k=2, mode="max"))
-    study = plan.searcher._ot_study  # the searcher Tune gets, before its first suggestion
+    searcher, _ = plan_sweep(config).build_strategies(WarmStart(tuple(earlier), 2, "max"))
+    study = searcher._ot_study  # the searcher Tune gets, before its first suggestion
     completed = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(completed) == len(earlier) > 3  # every trial of the sweep and the retrains
     assert sorted(t.value for t in completed) == sorted(t.value for t in earlier)
@@ -243,8 +249,10 @@ def test_extend_adds_trials_under_the_same_parent_and_the_best_only_improves(
     client = scenario.client
     before = _trials(client, sweep.mlflow_parent_run_id)
     config = shrunk("digits_retrain.yaml", **{**scenario.v1, "search.num_samples": 2})
-    extended = run_sweep(config, extend=sweep.mlflow_parent_run_id, progress=False)
+    with counting_steps() as steps:
+        extended = run_sweep(config, extend=sweep.mlflow_parent_run_id, progress=False)
 
+    assert steps == {"plans": 1, "preparations": 1}  # the earlier sweep's checks add none
     assert extended.mlflow_parent_run_id == sweep.mlflow_parent_run_id
     after = _trials(client, sweep.mlflow_parent_run_id)
     assert len(after) == len(before) + 2

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from pipelines import run_sweep
 from pipelines.cli import app
-from pipelines.plots import learning_curve_data
-from pipelines.reproduce import TRIAL_ARTIFACT
-from pipelines.sweep_history import load_sweep_history
-from tests.conftest import shrunk
+from pipelines.tracking.history import load_sweep_history
+from pipelines.tracking.schema import TRIAL_RECORD
+from pipelines.views.plots import learning_curve_data
+from tests.support.configs import shrunk
 
 # A sweep plus a replay: ~2 min, so make test-slow runs it (the default run keeps to ~15 min).
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
@@ -54,7 +54,7 @@ def test_plots_on_the_parent_are_pngs_built_from_the_recorded_numbers(
         assert local.read_bytes()[:8] == PNG, name
 
     # The learning curves are the MLflow metric history of every trial, point for point.
-    history = load_sweep_history(client, parent)
+    history = load_sweep_history(finished.mlflow_tracking_uri, parent)
     curves = learning_curve_data(history)
     assert len(curves) == 3
     for trial in history.trials:
@@ -89,14 +89,14 @@ def test_report_prints_the_top_trials_and_writes_the_plots(finished: Any, tmp_pa
 
 def test_each_trial_records_what_reproduces_it_and_replay_does(finished: Any) -> None:
     client = MlflowClient(finished.mlflow_tracking_uri)
-    history = load_sweep_history(client, finished.mlflow_parent_run_id)
+    history = load_sweep_history(finished.mlflow_tracking_uri, finished.mlflow_parent_run_id)
     trial = history.ranked()[0]
     tags = client.get_run(trial.run_id).data.tags
     assert tags["tunepipe.code_version"]
     assert "torch" in json.loads(tags["tunepipe.packages"])
     assert tags["tunepipe.data_fingerprint"] == finished_fingerprint(client, finished)
     assert tags["tunepipe.seed"] == "7"
-    record_path = client.download_artifacts(trial.run_id, TRIAL_ARTIFACT)
+    record_path = client.download_artifacts(trial.run_id, TRIAL_RECORD)
     record = json.loads(Path(record_path).read_text())
     assert record["hparams"]["lr"] == pytest.approx(float(trial.params["lr"]))
     assert record["config"]["name"] == finished.experiment_name

@@ -17,9 +17,10 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from pipelines import run_sweep
-from pipelines.progress import LiveProgress
-from pipelines.tracking import load_registered_model
-from tests.conftest import shrunk
+from pipelines.sweep.progress import LiveProgress
+from pipelines.tracking.models import load_registered_model
+from tests.support.configs import shrunk
+from tests.support.steps import counting_steps
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -117,9 +118,8 @@ def test_tpe_asha_sweep_on_mnist_is_mirrored_in_mlflow_and_registers_a_scoring_m
 def _registered_accuracy(summary: Any, config: Any) -> float:
     """Load ``models:/<name>@challenger`` in its own flavour and score the validation split."""
     framework = config.trainable.framework
-    model = load_registered_model(
-        summary.mlflow_tracking_uri, config.name, "challenger", framework=framework
-    )
+    # The version says which framework trained it: nothing is assumed when loading it back.
+    model = load_registered_model(summary.mlflow_tracking_uri, config.name, "challenger")
     x_val, y_val = _validation_split(config)
     if framework == "torch":
         with torch.inference_mode():
@@ -188,6 +188,45 @@ def test_diverged_trial_is_stopped_flagged_failed_and_never_best(tmp_path: Path)
     assert bad.info.status == "FAILED"
     assert bad.data.tags["tunepipe.end_reason"] == "diverged"
     assert "not finite at epoch 1" in bad.data.tags["tunepipe.end_detail"]
+
+
+def test_bad_hyperparameter_fails_its_trial_once_without_a_retry(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    # No optimiser is called lamb: setup refuses it on every attempt, so a retry could only
+    # fail the same way again. max_failures would allow two retries of a crash.
+    space.write_text("parameters:\n  optimizer: {type: grid, values: [sgd, lamb]}\n")
+    config = shrunk(
+        "digits_mlp_random.yaml",
+        **{
+            "search.method": "grid",
+            "search.num_samples": 1,
+            "trainable.search_space": str(space),
+            "trainable.params.epochs": 2,
+            "trainable.params.batch_size": 64,
+            "fault_tolerance.max_failures": 2,
+        },
+    )
+    with counting_steps() as steps:
+        summary = run_sweep(config, progress=False)
+
+    # The driver planned the sweep and prepared its data once each.
+    assert steps == {"plans": 1, "preparations": 1}
+    by_optimizer = {r.config["optimizer"]: r for r in summary.results}
+    failed = by_optimizer["lamb"]
+    assert failed.error is None  # the trial ended itself; nothing was raised into Tune
+    frame = failed.metrics_dataframe
+    assert len(frame) == 1 and frame["trial_failed"].iloc[-1] == 1
+    assert summary.end_reasons["failed"] == 1 and summary.end_reasons["completed"] == 1
+    assert summary.best_config["optimizer"] == "sgd"
+
+    (bad,) = [r for r in _runs(summary, "trial") if r.data.params["optimizer"] == "lamb"]
+    assert bad.info.status == "FAILED"
+    assert bad.data.tags["tunepipe.end_reason"] == "failed"
+    detail = bad.data.tags["tunepipe.end_detail"]
+    assert "optimizer" in detail and "lamb" in detail, detail
+    assert "tunepipe.last_retry_error" not in bad.data.tags  # never retried
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    assert len(client.get_metric_history(bad.info.run_id, "trial_failed")) == 1  # one attempt
 
 
 def _layout(summary: Any) -> dict[str, Any]:

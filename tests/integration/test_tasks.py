@@ -7,8 +7,8 @@ import pytest
 
 from pipelines import run_sweep
 from pipelines.data import load_raw, prepare_arrays
-from pipelines.tracking import load_registered_model
-from tests.conftest import shrunk
+from pipelines.tracking.models import load_registered_model
+from tests.support.configs import shrunk
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -24,9 +24,7 @@ def test_random_forest_grows_per_epoch_and_registers_a_scoring_model() -> None:
         assert list(frame["n_trees"]) == expected  # each epoch adds trees (warm start)
     assert summary.best_metric > 0.85
 
-    model = load_registered_model(
-        summary.mlflow_tracking_uri, "digits_random_forest", framework="sklearn"
-    )
+    model = load_registered_model(summary.mlflow_tracking_uri, "digits_random_forest")
     split, _ = prepare_arrays(config.data)
     accuracy = float(
         (model.predict(split.x_val.reshape(len(split.x_val), -1)) == split.y_val).mean()

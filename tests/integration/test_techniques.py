@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines import run_sweep
-from tests.conftest import shrunk
-from trainables.schedules import lr_formula
+from tests.support.configs import shrunk
+from trainables.lr_schedules import lr_formula
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 # The TensorFlow runs repeat the torch ones through Keras (about 2 min together on 2 CPUs):

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from tests.conftest import CONFIGS
+from tests.support.configs import CONFIGS
 
 GOOD_SPACE = "parameters:\n  lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}\n"
 

@@ -32,9 +32,8 @@ from search_spaces import (
     flatten_sample,
     grid_size,
     load_search_space,
-    searcher_space,
 )
-from tests.unit.test_search_spaces import LIBRARY, assert_user_error, write
+from tests.support.spaces import LIBRARY, assert_user_error, convert_for, flat_domains, write
 
 OPTIMISER = """
 parameters:
@@ -261,7 +260,7 @@ def test_sample_defaults_are_active_only(tmp_path: Path) -> None:
 
 
 def test_grid_expands_children_only_where_active(tmp_path: Path) -> None:
-    converted = searcher_space(load(tmp_path, SMALL_GRID), "grid")
+    converted = convert_for(load(tmp_path, SMALL_GRID), "grid")
     # One placeholder domain per grid key, holding exactly the grid's values (Ray resolves
     # points against the space; inactive keys it fills in are dropped by active()).
     assert {k: sorted(d.categories, key=str) for k, d in converted.param_space.items()} == {
@@ -279,7 +278,7 @@ def test_grid_expands_children_only_where_active(tmp_path: Path) -> None:
 
 def test_grid_follows_chains_and_keeps_constants(tmp_path: Path) -> None:
     space = load(tmp_path, CHAIN + "  flip: {type: constant, value: 0.0}\n")
-    points = searcher_space(space, "grid").points_to_evaluate
+    points = convert_for(space, "grid").points_to_evaluate
     assert points is not None
     assert sorted(points, key=str) == sorted(
         [
@@ -299,7 +298,7 @@ def test_grid_follows_chains_and_keeps_constants(tmp_path: Path) -> None:
 def test_grid_rejects_continuous_conditional_params(tmp_path: Path) -> None:
     space = load(tmp_path, OPTIMISER)
     with pytest.raises(SearchSpaceError) as info:
-        searcher_space(space, "grid")
+        convert_for(space, "grid")
     assert "continuous" in assert_user_error(info.value, space.source, "parameters.momentum")
 
 
@@ -307,7 +306,7 @@ def test_flat_domains_refuse_conditional_spaces_except_random(tmp_path: Path) ->
     space = load(tmp_path, SMALL_GRID)
     for method in ("grid", "tpe"):
         with pytest.raises(SearchSpaceError) as info:
-            space.to_tune(method)
+            flat_domains(space, method)
         assert "searcher_space" in info.value.fix
         assert info.value.key == "parameters.momentum.when"
 
@@ -317,10 +316,10 @@ def test_flat_domains_refuse_conditional_spaces_except_random(tmp_path: Path) ->
 
 def test_random_samples_everything_and_active_drops_the_rest(tmp_path: Path) -> None:
     space = load(tmp_path, OPTIMISER)
-    converted = searcher_space(space, "random")
+    converted = convert_for(space, "random")
     domains = converted.param_space
     assert list(domains) == space.names()
-    assert converted.optuna_space is converted.hyperopt_space is None
+    assert converted.native is converted.native is None
     assert isinstance(domains["momentum"], sample.Float)
     assert (domains["lr_step_size"].lower, domains["lr_step_size"].upper) == (2, 6)
     rng = np.random.default_rng(0)
@@ -339,7 +338,7 @@ def test_random_samples_everything_and_active_drops_the_rest(tmp_path: Path) -> 
 def test_random_refuses_a_conditional_grid_param(tmp_path: Path) -> None:
     space = load(tmp_path, SMALL_GRID)
     with pytest.raises(SearchSpaceError) as info:
-        searcher_space(space, "random")
+        convert_for(space, "random")
     assert "repeat trials" in assert_user_error(info.value, space.source, "parameters.momentum")
 
 
@@ -371,9 +370,9 @@ def test_optuna_define_by_run_suggests_only_active_params(
     if method == "gp":
         request.getfixturevalue("one_torch_thread")
     space = load(tmp_path, OPTIMISER)
-    converted = searcher_space(space, method)
+    converted = convert_for(space, method)
     assert converted.param_space == {}
-    define = converted.optuna_space
+    define = converted.native
     assert define is not None
     returned: list[dict[str, Any]] = []
 
@@ -407,7 +406,7 @@ def test_optuna_quantized_and_logint_stay_on_their_grid(tmp_path: Path) -> None:
           units: {type: logint, low: 1, high: 4}
         """,
     )
-    define = searcher_space(space, "gp").optuna_space
+    define = convert_for(space, "gp").native
     assert define is not None
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda trial: float(len(define(trial) or {})), n_trials=200)
@@ -420,14 +419,14 @@ def test_model_based_methods_reject_grid_type(tmp_path: Path) -> None:
     space = load(tmp_path, SMALL_GRID)
     for method in ("tpe", "gp", "hyperopt"):
         with pytest.raises(SearchSpaceError) as info:
-            searcher_space(space, method)
+            convert_for(space, method)
         assert f"{method!r}" in assert_user_error(info.value, space.source, "parameters.momentum")
 
 
 def test_ray_optuna_search_uses_the_define_by_run_space(tmp_path: Path) -> None:
     space = load(tmp_path, OPTIMISER)
     searcher = OptunaSearch(
-        space=searcher_space(space, "tpe").optuna_space,
+        space=convert_for(space, "tpe").native,
         sampler=optuna.samplers.TPESampler(seed=0),
         metric="loss",
         mode="min",
@@ -444,11 +443,11 @@ def test_ray_optuna_search_uses_the_define_by_run_space(tmp_path: Path) -> None:
 
 def test_hyperopt_samples_flatten_to_exactly_the_active_params(tmp_path: Path) -> None:
     space = load(tmp_path, OPTIMISER)
-    converted = searcher_space(space, "hyperopt")
+    converted = convert_for(space, "hyperopt")
     assert converted.param_space == {}
-    assert converted.hyperopt_space is not None
+    assert converted.native is not None
     rng = np.random.default_rng(0)
-    samples = [hyperopt_sample(converted.hyperopt_space, rng=rng) for _ in range(200)]
+    samples = [hyperopt_sample(converted.native, rng=rng) for _ in range(200)]
     flat = [flatten_sample(s) for s in samples]
     for config in flat:
         # Nothing inactive was sampled, so active() has nothing left to drop.
@@ -463,7 +462,7 @@ def test_hyperopt_samples_flatten_to_exactly_the_active_params(tmp_path: Path) -
 
 def test_hyperopt_space_is_nested_by_parent(tmp_path: Path) -> None:
     space = load(tmp_path, CHAIN)
-    hspace = searcher_space(space, "hyperopt").hyperopt_space
+    hspace = convert_for(space, "hyperopt").native
     rng = np.random.default_rng(1)
     samples = [hyperopt_sample(hspace, rng=rng) for _ in range(50)]
     nested = next(s for s in samples if s["optimizer"]["optimizer"] == "sgd")
@@ -484,7 +483,7 @@ def test_hyperopt_quantized_and_logint_bounds(tmp_path: Path) -> None:
           lu: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
         """,
     )
-    hspace = searcher_space(space, "hyperopt").hyperopt_space
+    hspace = convert_for(space, "hyperopt").native
     rng = np.random.default_rng(0)
     draws = [hyperopt_sample(hspace, rng=rng) for _ in range(300)]
     assert {round(d["q"], 9) for d in draws} == {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7}
@@ -496,7 +495,7 @@ def test_hyperopt_quantized_and_logint_bounds(tmp_path: Path) -> None:
 def test_ray_hyperopt_search_suggests_nested_configs(tmp_path: Path) -> None:
     space = load(tmp_path, OPTIMISER)
     searcher = HyperOptSearch(
-        space=searcher_space(space, "hyperopt").hyperopt_space,
+        space=convert_for(space, "hyperopt").native,
         metric="loss",
         mode="min",
         random_state_seed=0,
@@ -524,12 +523,12 @@ def test_every_library_space_converts_for_every_method(path: Path) -> None:
     space = load_search_space(path)
     methods = ["random", "tpe", "gp", "hyperopt"] if not space.has_grid() else ["random"]
     for method in methods:
-        converted = searcher_space(space, method)
-        assert converted.param_space or converted.optuna_space or converted.hyperopt_space
+        converted = convert_for(space, method)
+        assert converted.param_space or converted.native
     if path.name == "digits_grid.yaml":
-        converted = searcher_space(space, "grid")
+        converted = convert_for(space, "grid")
         assert converted.num_points == 4
-        assert space.to_tune("grid") == {
+        assert flat_domains(space, "grid") == {
             "lr": {"grid_search": [0.003, 0.01]},
             "channels": {"grid_search": [8, 16]},
         }

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from pipelines.errors import ConfigError
 from trainables.early_stopping import (
     EARLY_STOPPING_HPARAMS,
     EarlyStopping,
     early_stopping_from_hparams,
 )
+from trainables.errors import HyperparameterError
 
 
 def _feed(stopper: EarlyStopping, values: list[float], start: int = 0) -> list[bool]:
@@ -159,7 +159,7 @@ def test_from_hparams_builds() -> None:
     ],
 )
 def test_from_hparams_bad_values(hparams: dict[str, Any], key: str, echo: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(HyperparameterError) as info:
         early_stopping_from_hparams(hparams, "min")
     assert info.value.key == key
     assert key in str(info.value)

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.schedule import next_fire_times, parse_cron
-from tests.conftest import REPO
+from pipelines.retrain.cron import next_fire_times, parse_cron
+from tests.support.configs import REPO
 
 INFRA = REPO / "infra"
 README = INFRA / "README.md"
@@ -383,7 +383,7 @@ def test_systemd_exec_start_is_busy_not_failed_while_a_retrain_holds_the_lock(
 ) -> None:
     """The real CLI under the unit's settings exits 75, which SuccessExitStatus= calls success."""
     from pipelines.config import load_config
-    from pipelines.retrain import experiment_lock
+    from pipelines.retrain.lock import experiment_lock
 
     argv, workdir, env = _service_process(tmp_path)
     monkeypatch.setenv("TUNEPIPE_HOME", env["TUNEPIPE_HOME"])  # the lock lives in the unit's

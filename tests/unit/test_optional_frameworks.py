@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import REPO
+from tests.support.configs import REPO
 
 SCRIPT = textwrap.dedent(
     """
@@ -23,10 +23,10 @@ SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, Blocker())
     import pipelines, search_spaces, trainables
-    import pipelines.cli, pipelines.tuning, pipelines.tracking, trainables.adapter
+    import pipelines.cli, pipelines.sweep.run, pipelines.tracking, trainables.adapter
     from pipelines.config import load_config
     from pipelines.errors import ConfigError
-    from pipelines.validate import plan_sweep
+    from pipelines.sweep.plan import plan_sweep
 
     plan = plan_sweep(load_config("pipelines/configs/digits_random_forest.yaml"))
     assert plan.max_epochs > 0

@@ -1,4 +1,4 @@
-"""Unit tests for pipelines.plots: the plotted numbers come straight from the sweep's history."""
+"""Unit tests for pipelines.views.plots: the plotted numbers come straight from the history."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from matplotlib.lines import Line2D
 
-from pipelines import plots
-from pipelines.sweep_history import SweepHistory, TrialHistory
+from pipelines.tracking.history import SweepHistory, TrialHistory
+from pipelines.views import plots
+from pipelines.views.importance import importance_data
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EPOCHS = range(1, 7)
@@ -171,7 +172,7 @@ def test_missing_conditional_param_is_nan() -> None:
     axes, rows, _ = plots.parallel_coordinates_data(history)
     assert axes == ["opt", "momentum"]
     assert rows[0][0] == 0.0 and math.isnan(rows[0][1])
-    importance = plots.importance_data(history)
+    importance = importance_data(history)
     assert set(importance) <= {"opt", "momentum"} and importance
 
 
@@ -179,26 +180,26 @@ def test_missing_conditional_param_is_nan() -> None:
 
 
 def test_importance_ranks_lr_first(history: SweepHistory) -> None:
-    importance = plots.importance_data(history)
+    importance = importance_data(history)
     assert set(importance) == {"lr", "optimizer", "batch_size", "dropout"}
     assert sum(importance.values()) == pytest.approx(1.0)
     assert next(iter(importance)) == "lr"
     assert importance["lr"] > 5 * max(importance["dropout"], importance["batch_size"])
     assert list(importance.values()) == sorted(importance.values(), reverse=True)
-    assert plots.importance_data(history) == importance  # deterministic
-    assert next(iter(plots.importance_data(_history("val_loss", "min")))) == "lr"
+    assert importance_data(history) == importance  # deterministic
+    assert next(iter(importance_data(_history("val_loss", "min")))) == "lr"
 
 
 def test_importance_small_sweeps() -> None:
-    assert plots.importance_data(_history(specs=SPECS[:1])) == {}
-    assert plots.importance_data(_history(specs=[])) == {}
+    assert importance_data(_history(specs=SPECS[:1])) == {}
+    assert importance_data(_history(specs=[])) == {}
     # Two trials: fANOVA, still one value per varying parameter, summing to 1.
-    two = plots.importance_data(_history(specs=SPECS[:2]))
+    two = importance_data(_history(specs=SPECS[:2]))
     assert set(two) == {"lr", "optimizer", "batch_size", "dropout"}
     assert sum(two.values()) == pytest.approx(1.0)
     # One varying parameter holds all the importance.
     same = [(n, lr, "adam", "64", "0.1", end) for n, lr, _, _, _, end in SPECS]
-    assert plots.importance_data(_history(specs=same)) == {"lr": 1.0}
+    assert importance_data(_history(specs=same)) == {"lr": 1.0}
 
 
 # ------------------------------------------------------------------ files

@@ -12,10 +12,11 @@ from sklearn.datasets import load_digits
 from pipelines.config import DataConfig
 from pipelines.data import prepare_arrays
 from pipelines.data.preprocess import holdout_rows
-from pipelines.retrain import RetrainBusy, decide, experiment_lock, retrain_config
-from pipelines.warm_start import EarlierTrial, WarmStart, typed_params
+from pipelines.retrain.lock import RetrainBusy, experiment_lock
+from pipelines.retrain.rules import decide, retrain_config
+from pipelines.sweep.warm_start import EarlierTrial, WarmStart, typed_params
 from search_spaces import load_search_space
-from tests.conftest import REPO, shrunk
+from tests.support.configs import REPO, shrunk
 
 MLP_SPACE = REPO / "search_spaces" / "library" / "mlp.yaml"
 

@@ -23,15 +23,9 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from pipelines.errors import ConfigError
-from pipelines.schedule import (
-    EX_TEMPFAIL,
-    RetrainRunner,
-    next_fire_times,
-    parse_cron,
-    retrain_command,
-    run_schedule,
-)
-from tests.conftest import CONFIGS
+from pipelines.retrain.cron import next_fire_times, parse_cron
+from pipelines.retrain.runner import EX_TEMPFAIL, RetrainRunner, retrain_command, run_schedule
+from tests.support.configs import CONFIGS
 
 RETRAIN_CONFIG = CONFIGS / "digits_retrain.yaml"
 
@@ -195,7 +189,7 @@ def test_retrain_command_runs_the_cli_module_of_this_interpreter() -> None:
 def test_one_shot_run_passes_the_real_exit_code_and_logs_busy(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pipelines.schedule")
+    caplog.set_level(logging.INFO, logger="pipelines.retrain.runner")
     assert _one_shot(_exit_with(EX_TEMPFAIL)) == [EX_TEMPFAIL]
     assert "retrain exited with 75: busy" in caplog.text
     assert "one-shot firing" in caplog.text
@@ -204,7 +198,7 @@ def test_one_shot_run_passes_the_real_exit_code_and_logs_busy(
 def test_failed_and_bad_input_codes_are_logged_as_errors(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pipelines.schedule")
+    caplog.set_level(logging.INFO, logger="pipelines.retrain.runner")
     runner = RetrainRunner(_exit_with(2))
     assert runner.fire("cron") == 2
     [record] = [r for r in caplog.records if "exited with" in r.getMessage()]
@@ -213,7 +207,7 @@ def test_failed_and_bad_input_codes_are_logged_as_errors(
 
 
 def test_a_command_that_cannot_start_reports_127(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="pipelines.schedule")
+    caplog.set_level(logging.INFO, logger="pipelines.retrain.runner")
     assert _one_shot(["/nonexistent/tunepipe"]) == [127]
     assert "could not start the retrain" in caplog.text
 
@@ -260,7 +254,7 @@ def _scheduler_process(tmp_path: Path, retrain: str) -> subprocess.Popen[str]:
         f"""
         import sys
         from pathlib import Path
-        from pipelines.schedule import run_schedule
+        from pipelines.retrain.runner import run_schedule
 
         results = []
         run_schedule({_far_cron()!r}, Path("unused.yaml"), [], run_now=True, timezone="UTC",
@@ -316,7 +310,7 @@ def test_a_second_sigterm_stops_the_running_retrain(tmp_path: Path) -> None:
 def test_default_command_is_the_real_retrain_which_answers_busy_under_the_lock() -> None:
     """With the experiment's retrain lock held here, the real CLI exits 75 without retraining."""
     from pipelines.config import load_config
-    from pipelines.retrain import experiment_lock
+    from pipelines.retrain.lock import experiment_lock
 
     with experiment_lock(load_config(RETRAIN_CONFIG).experiment_name):
         results = _one_shot(None, RETRAIN_CONFIG)

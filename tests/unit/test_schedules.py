@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.errors import ConfigError
-from trainables.schedules import (
+from trainables.errors import HyperparameterError
+from trainables.lr_schedules import (
     SCHEDULE_HPARAMS,
     SCHEDULES,
     LrSchedule,
@@ -237,8 +237,10 @@ def test_stateless_schedules_have_empty_state_and_ignore_observe() -> None:
         ({"lr_schedule": "plateau", "lr_min": 0.5}, "lr_min", "0.5"),
     ],
 )
-def test_bad_values_raise_config_error(hparams: dict[str, Any], key: str, echo: str) -> None:
-    with pytest.raises(ConfigError) as info:
+def test_bad_values_raise_hyperparameter_error(
+    hparams: dict[str, Any], key: str, echo: str
+) -> None:
+    with pytest.raises(HyperparameterError) as info:
         schedule_from_hparams({"lr": LR0, **hparams} if key != "lr" else hparams)
     assert info.value.key == key
     message = str(info.value)
@@ -248,7 +250,7 @@ def test_bad_values_raise_config_error(hparams: dict[str, Any], key: str, echo: 
 
 
 def test_unknown_schedule_lists_the_choices() -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(HyperparameterError) as info:
         schedule_from_hparams({"lr": LR0, "lr_schedule": "linear"})
     for name in SCHEDULES:
         assert name in str(info.value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from textwrap import dedent
 
 import pytest
 from pydantic import ValidationError
@@ -21,41 +20,12 @@ from search_spaces import (
     LogIntSpec,
     LogUniformSpec,
     QuantizedSpec,
-    SearchSpace,
     UniformSpec,
     grid_size,
     load_search_space,
     parse_search_space,
 )
-
-LIBRARY = Path(__file__).resolve().parents[2] / "search_spaces" / "library"
-
-
-def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(dedent(text), encoding="utf-8")
-    return path
-
-
-def space_of(tmp_path: Path, **params: str) -> SearchSpace:
-    """Load a space whose parameters are given as inline YAML specs, e.g. lr="{type: ...}"."""
-    body = "".join(f"  {name}: {spec}\n" for name, spec in params.items())
-    return load_search_space(write(tmp_path, "parameters:\n" + body))
-
-
-def assert_user_error(err: SearchSpaceError, path: Path | str, key: str | None) -> str:
-    """Check the one-line contract: file, key, rule and fix all in a single line."""
-    message = str(err)
-    assert "\n" not in message
-    assert Path(path).name in message
-    assert err.source == str(path)
-    assert err.key == key
-    if key is not None:
-        assert f": {key}: " in message
-    assert ". Fix: " in message
-    assert err.fix.strip()
-    return message
-
+from tests.support.spaces import LIBRARY, assert_user_error, flat_domains, space_of, write
 
 # --- each type loads into its spec -------------------------------------------------------------
 
@@ -100,7 +70,7 @@ def test_space_keeps_file_order_source_and_grid_flag(tmp_path: Path) -> None:
     )
     space = load_search_space(path)
     assert space.names() == ["zeta", "alpha", "mid"]
-    assert list(space.to_tune("random")) == ["zeta", "alpha", "mid"]
+    assert list(flat_domains(space, "random")) == ["zeta", "alpha", "mid"]
     assert space.source == str(path)
     assert space.has_grid() is True
     assert space_of(tmp_path, x="{type: categorical, values: [1, 2]}").has_grid() is False
@@ -136,7 +106,7 @@ def test_float_domains_have_the_right_sampler_and_bounds(tmp_path: Path) -> None
         lu="{type: loguniform, low: 1.0e-5, high: 1.0e-2}",
         q="{type: quantized, low: 0.0, high: 1.0, q: 0.25}",
     )
-    d = space.to_tune("tpe")
+    d = flat_domains(space, "tpe")
     assert isinstance(d["u"], sample.Float)
     assert isinstance(d["u"].get_sampler(), sample.Float._Uniform)
     assert (d["u"].lower, d["u"].upper) == (0.1, 0.9)
@@ -148,7 +118,7 @@ def test_float_domains_have_the_right_sampler_and_bounds(tmp_path: Path) -> None
 
 
 def test_int_domain_upper_bound_is_made_exclusive_for_ray(tmp_path: Path) -> None:
-    d = space_of(tmp_path, n="{type: int, low: 0, high: 2}").to_tune("random")["n"]
+    d = flat_domains(space_of(tmp_path, n="{type: int, low: 0, high: 2}"), "random")["n"]
     assert isinstance(d, sample.Integer)
     assert (d.lower, d.upper) == (0, 3)  # Ray's upper is exclusive: the converter adds 1
     draws = d.sample(size=2000)
@@ -158,7 +128,7 @@ def test_int_domain_upper_bound_is_made_exclusive_for_ray(tmp_path: Path) -> Non
 
 
 def test_logint_domain_samples_the_inclusive_range(tmp_path: Path) -> None:
-    d = space_of(tmp_path, n="{type: logint, low: 1, high: 4}").to_tune("random")["n"]
+    d = flat_domains(space_of(tmp_path, n="{type: logint, low: 1, high: 4}"), "random")["n"]
     assert isinstance(d, sample.Integer)
     assert isinstance(d.get_sampler(), sample.Integer._LogUniform)
     assert (d.lower, d.upper) == (1, 5)
@@ -172,7 +142,7 @@ def test_categorical_constant_and_grid_domains(tmp_path: Path) -> None:
         flip="{type: constant, value: 0.0}",
         bs="{type: grid, values: [32, 64]}",
     )
-    d = space.to_tune("random")
+    d = flat_domains(space, "random")
     assert isinstance(d["opt"], sample.Categorical)
     assert d["opt"].categories == ["sgd", "adam"]
     assert d["flip"] == 0.0
@@ -186,7 +156,7 @@ def test_optuna_sees_inclusive_int_bounds(tmp_path: Path) -> None:
         units="{type: logint, low: 32, high: 256}",
         layers="{type: int, low: 1, high: 3}",
     )
-    dists = OptunaSearch.convert_search_space(space.to_tune("tpe"))
+    dists = OptunaSearch.convert_search_space(flat_domains(space, "tpe"))
     assert (dists["units"].low, dists["units"].high, dists["units"].log) == (32, 256, True)
     assert (dists["layers"].low, dists["layers"].high) == (1, 3)
 
@@ -202,7 +172,7 @@ def test_grid_method_expands_discrete_params(tmp_path: Path) -> None:
         bs="{type: grid, values: [32, 64]}",
         flip="{type: constant, value: 0.0}",
     )
-    d = space.to_tune("grid")
+    d = flat_domains(space, "grid")
     assert d == {
         "opt": {"grid_search": ["sgd", "adam"]},
         "shift": {"grid_search": [0, 1, 2]},
@@ -221,7 +191,7 @@ def test_grid_int_range_limit(tmp_path: Path) -> None:
     assert grid_size(space_of(tmp_path, n="{type: int, low: 1, high: 32}")) == 32
     space = space_of(tmp_path, n="{type: int, low: 1, high: 33}")
     with pytest.raises(SearchSpaceError) as info:
-        space.to_tune("grid")
+        flat_domains(space, "grid")
     assert "33 values" in assert_user_error(info.value, space.source, "parameters.n")
 
 
@@ -246,11 +216,11 @@ def test_grid_method_rejects_continuous_params(tmp_path: Path, yaml_spec: str) -
 def test_model_based_searcher_rejects_grid_params(tmp_path: Path) -> None:
     space = space_of(tmp_path, bs="{type: grid, values: [32, 64]}")
     with pytest.raises(SearchSpaceError) as info:
-        space.to_tune("tpe")
+        flat_domains(space, "tpe")
     message = assert_user_error(info.value, space.source, "parameters.bs")
     assert "'tpe'" in message
     assert "type: categorical" in info.value.fix
-    assert space.to_tune("random") == {"bs": {"grid_search": [32, 64]}}
+    assert flat_domains(space, "random") == {"bs": {"grid_search": [32, 64]}}
 
 
 # --- user mistakes give one clear line --------------------------------------------------------
@@ -427,7 +397,7 @@ def test_quantized_needs_a_multiple_of_q_inside_the_bounds(tmp_path: Path) -> No
 @pytest.mark.parametrize("method", ["tpe", "random"])
 def test_library_spaces_load_and_convert(name: str, method: str) -> None:
     space = load_search_space(LIBRARY / name)
-    domains = space.to_tune(method)
+    domains = flat_domains(space, method)
     assert list(domains) == space.names()
     assert not space.has_grid()
     assert isinstance(domains["lr"].get_sampler(), sample.Float._LogUniform)
@@ -459,7 +429,7 @@ def test_mnist_cnn_space_contents() -> None:
     ]
     assert space.params["channels"] == IntSpec(type="int", low=8, high=16)
     assert space.params["aug_hflip"] == ConstantSpec(type="constant", value=0.0)
-    assert space.to_tune("tpe")["channels"].upper == 17  # inclusive 16, exclusive for Ray
+    assert flat_domains(space, "tpe")["channels"].upper == 17  # inclusive 16, exclusive for Ray
 
 
 def test_mlp_space_is_a_sensible_mlp_space() -> None:
@@ -489,6 +459,6 @@ def test_mlp_space_is_a_sensible_mlp_space() -> None:
     assert (p["hidden_units"].low, p["hidden_units"].high) == (32, 256)
     assert p["hidden_layers"] == IntSpec(type="int", low=1, high=3)
     assert isinstance(p["weight_decay"], LogUniformSpec)
-    units = space.to_tune("random")["hidden_units"]
+    units = flat_domains(space, "random")["hidden_units"]
     assert isinstance(units, sample.Integer)
     assert (units.lower, units.upper) == (32, 257)

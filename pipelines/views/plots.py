@@ -16,12 +16,8 @@ global figure list can leak, and drawing from a worker thread cannot collide wit
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.colors as mcolors
@@ -34,7 +30,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from pipelines.sweep_history import SweepHistory, TrialHistory
+from pipelines.tracking.history import SweepHistory
+from pipelines.views.axes import Axis, best_value, hyperparameter_axes, log_helps
+from pipelines.views.importance import importance_with_method
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +51,6 @@ _MAX_LEGEND_TRIALS = 10
 
 #: Diverged curves are cut off when showing them would stretch the y axis more than this.
 _MAX_STRETCH = 3.0
-
-#: Parallel coordinates: a numeric axis with this many values or fewer labels each of them;
-#: labels closer than this (in axis heights) are thinned out.
-_MAX_TAKEN_TICKS = 8
-_MIN_TICK_GAP = 0.045
-
-#: A positive numeric axis spanning at least this ratio may be shown (and weighed) on a log
-#: scale; see _log_helps.
-_LOG_RATIO = 10.0
-
-#: PED-ANOVA compares the top trials against all trials; Optuna's docs advise at least five in
-#: the top set, which a fixed 10 % quantile gives only from 50 trials on.
-_PED_ANOVA_MIN_TOP = 5
-
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -111,33 +95,10 @@ def parallel_coordinates_data(
 
     """
     ranked = history.ranked()
-    axes = _axes(history, ranked)
+    axes = hyperparameter_axes(history, ranked)
     rows = [[axis.number(t.params.get(axis.name)) for axis in axes] for t in ranked]
-    values = [_best(history, t) for t in ranked]
+    values = [best_value(history, t) for t in ranked]
     return [axis.name for axis in axes], rows, values
-
-
-def importance_data(history: SweepHistory) -> dict[str, float]:
-    """Return how much each searched hyperparameter mattered for the sweep metric.
-
-    Uses Optuna's importance evaluators on an in-memory study holding one trial per ranked trial
-    (its best value). PED-ANOVA is tried first, with its top quantile widened so that at least
-    five trials (at most half of them) form the "good" set: with Optuna's fixed 10 % a sweep of
-    fewer than 20 trials has a single good trial and the importance reflects where that one
-    trial happens to sit, not what mattered. fANOVA (seeded) is used instead when PED-ANOVA
-    raises or there are fewer than 3 trials; it cannot weigh hyperparameters missing from some
-    trials (conditional search spaces), so those are left out then.
-
-    Args:
-        history: The sweep.
-
-    Returns:
-        Hyperparameter to importance, most important first (ties by name), summing to 1. Only
-        searched hyperparameters that vary across the ranked trials are included; empty with
-        fewer than 2 ranked trials or no varying hyperparameter. Deterministic for a history.
-
-    """
-    return _importance(history)[0]
 
 
 def lr_data(history: SweepHistory, top: int = 5) -> dict[str, Series]:
@@ -322,9 +283,9 @@ def _parallel_coordinates_figure(history: SweepHistory) -> Figure | None:
     names, rows, values = parallel_coordinates_data(history)
     if not names or not rows:
         return None
-    axes = _axes(history, history.ranked())
+    axes = hyperparameter_axes(history, history.ranked())
     # The metric is the last axis: the colour alone is hard to read off for close values.
-    metric_axis = _Axis.numeric(f"best {history.metric}", values)
+    metric_axis = Axis.numeric(f"best {history.metric}", values)
     columns = [*axes, metric_axis]
     table = [[*row, value] for row, value in zip(rows, values, strict=True)]
 
@@ -368,7 +329,7 @@ def _parallel_coordinates_figure(history: SweepHistory) -> Figure | None:
 
 
 def _importance_figure(history: SweepHistory) -> Figure | None:
-    importance, method = _importance(history)
+    importance, method = importance_with_method(history)
     if not importance:
         return None
     names = list(importance)[::-1]  # barh draws bottom-up; most important on top
@@ -409,7 +370,7 @@ def _lr_figure(history: SweepHistory, top: int = 5) -> Figure | None:
             linewidth=2.0 if rank[label] == 0 else 1.3,
             label=f"#{rank[label] + 1} {_short(label)}",
         )
-    if _log_helps(every):
+    if log_helps(every):
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
@@ -463,210 +424,7 @@ def _gap_figure(history: SweepHistory) -> Figure | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Hyperparameters
-
-
-def _number(raw: str) -> float | None:
-    """Parse an MLflow param string as a finite number; None for anything else."""
-    try:
-        value = float(raw.strip())
-    except ValueError:  # "adam", "True", "[64, 64]", "None"...
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _log_helps(values: Sequence[float]) -> bool:
-    """Return whether positive values read better on a log scale (lr, weight decay).
-
-    The history does not say how a parameter was sampled, so the scale is chosen on which one
-    spreads the observed values more evenly, among values spanning a decade or more: log-uniform
-    samples crowd the low end of a linear axis, while uniform ones that merely start near 0
-    (dropout 0.01-0.5) crowd the top of a log axis.
-    """
-    distinct = sorted(set(values))
-    if len(distinct) < 2 or distinct[0] <= 0 or distinct[-1] / distinct[0] < _LOG_RATIO:
-        return False
-    return _unevenness([math.log10(v) for v in distinct]) < _unevenness(distinct)
-
-
-def _unevenness(ordered: Sequence[float]) -> float:
-    """Sum of squared gaps between sorted values, as fractions of their range (1/n if even)."""
-    span = ordered[-1] - ordered[0]
-    return sum(((b - a) / span) ** 2 for a, b in itertools.pairwise(ordered))
-
-
-@dataclass(frozen=True)
-class _Axis:
-    """One hyperparameter as numbers: how to read its MLflow strings and where to draw them."""
-
-    name: str
-    low: float
-    high: float
-    log: bool = False
-    #: Sorted distinct values of a categorical parameter; None for a numeric one.
-    categories: tuple[str, ...] | None = None
-    #: The values a numeric parameter took, when few: labelled instead of evenly spaced ticks.
-    taken: tuple[float, ...] = ()
-
-    @classmethod
-    def numeric(cls, name: str, values: Sequence[float]) -> _Axis:
-        finite = [v for v in values if math.isfinite(v)] or [0.0]
-        distinct = sorted(set(finite))
-        taken = tuple(distinct) if len(distinct) <= _MAX_TAKEN_TICKS else ()
-        return cls(name, min(finite), max(finite), _log_helps(finite), taken=taken)
-
-    def number(self, raw: str | None) -> float:
-        """Return the row value: the float itself or the category's index; NaN when missing."""
-        if raw is None:
-            return math.nan
-        if self.categories is None:
-            parsed = _number(raw)
-            return math.nan if parsed is None else parsed
-        return float(self.categories.index(raw))
-
-    def position(self, value: float) -> float:
-        """Return where ``value`` (a row value) sits on the axis, 0 (low) to 1 (high)."""
-        if not math.isfinite(value):
-            return math.nan  # breaks the polyline: the trial lacks this parameter
-        if self.categories is not None:
-            return value / max(len(self.categories) - 1, 1)
-        low, high, value = self._scaled(self.low), self._scaled(self.high), self._scaled(value)
-        return 0.5 if high == low else (value - low) / (high - low)
-
-    def ticks(self) -> list[tuple[float, str]]:
-        """Return tick positions and labels, in real values or category names."""
-        if self.categories is not None:
-            return [(self.position(float(i)), c) for i, c in enumerate(self.categories)]
-        if self.high == self.low:
-            return [(0.5, _fmt(self.low))]
-        if self.taken:
-            values = list(self.taken)
-        else:
-            low, high = self._scaled(self.low), self._scaled(self.high)
-            steps = [low + (high - low) * i / 4 for i in range(5)]
-            values = [10**s if self.log else s for s in steps]
-        ticks: list[tuple[float, str]] = []
-        for value in values:
-            # Labels closer than a line of text would overprint; the ends are always shown.
-            if ticks and self.position(value) - ticks[-1][0] < _MIN_TICK_GAP:
-                if value != values[-1]:
-                    continue
-                ticks.pop()
-            ticks.append((self.position(value), _fmt(value)))
-        return ticks
-
-    def title(self) -> str:
-        return f"{self.name}\n(log)" if self.log else self.name
-
-    def _scaled(self, value: float) -> float:
-        return math.log10(value) if self.log else value
-
-
-def _axes(history: SweepHistory, trials: Sequence[TrialHistory]) -> list[_Axis]:
-    """Return the searched hyperparameters that take more than one value across ``trials``.
-
-    A parameter is numeric when every recorded value parses as a finite number ("0.001", "64",
-    "1e-4"); otherwise, booleans ("True") and names ("adam") included, it is categorical.
-    """
-    axes = []
-    for name in history.searched:
-        raws = [t.params[name] for t in trials if name in t.params]
-        numbers = [_number(raw) for raw in raws]
-        if raws and all(n is not None for n in numbers):
-            values = [n for n in numbers if n is not None]
-            if len(set(values)) > 1:
-                axes.append(_Axis.numeric(name, values))
-        elif len(set(raws)) > 1:
-            categories = tuple(sorted(set(raws)))
-            axes.append(_Axis(name, 0.0, len(categories) - 1.0, categories=categories))
-    return axes
-
-
-def _importance(history: SweepHistory) -> tuple[dict[str, float], str]:
-    """Return the importance (see :func:`importance_data`) and the method that computed it."""
-    trials = [t for t in history.ranked() if math.isfinite(_best(history, t))]
-    if len(trials) < 2:
-        return {}, ""
-    axes = _axes(history, trials)
-    if len(axes) < 2:
-        # Normalised to sum to 1, a lone parameter is 1.0 whatever an evaluator says.
-        return {axis.name: 1.0 for axis in axes}, "only varying hyperparameter"
-
-    import optuna  # slow to import (~1 s); only the importance needs it
-    from optuna.distributions import (
-        BaseDistribution,
-        CategoricalDistribution,
-        FloatDistribution,
-    )
-
-    verbosity = optuna.logging.get_verbosity()
-    # Each study creation logs at INFO and PED-ANOVA warns about small samples on every call;
-    # this is a throw-away study, so neither says anything useful to a sweep's user.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            study = optuna.create_study(
-                direction="maximize" if history.mode == "max" else "minimize"
-            )
-            for trial in trials:
-                params: dict[str, float | str] = {}
-                distributions: dict[str, BaseDistribution] = {}
-                for axis in axes:
-                    raw = trial.params.get(axis.name)
-                    if raw is None:
-                        continue  # conditional parameter, inactive in this trial
-                    if axis.categories is None:
-                        params[axis.name] = axis.number(raw)
-                        distributions[axis.name] = FloatDistribution(
-                            axis.low, axis.high, log=axis.log
-                        )
-                    else:
-                        params[axis.name] = raw
-                        distributions[axis.name] = CategoricalDistribution(axis.categories)
-                study.add_trial(
-                    optuna.trial.create_trial(
-                        params=params, distributions=distributions, value=_best(history, trial)
-                    )
-                )
-            # Explicit, sorted names: left to itself Optuna orders them through a set, and
-            # string hashing differs between processes, so results (fANOVA's forest columns,
-            # the order of ties) would change from one run to the next.
-            names = sorted(axis.name for axis in axes)
-            result: dict[str, float] | None = None
-            method = "PED-ANOVA"
-            if len(trials) >= 3:
-                quantile = min(0.5, max(0.1, _PED_ANOVA_MIN_TOP / len(trials)))
-                evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
-                try:
-                    result = optuna.importance.get_param_importances(
-                        study, evaluator=evaluator, params=names
-                    )
-                except Exception as exc:  # any evaluator failure: fall back to fANOVA below
-                    logger.debug("PED-ANOVA failed (%s); using fANOVA", exc)
-            if result is None:
-                method = "fANOVA"
-                complete = [n for n in names if all(n in t.params for t in trials)]
-                if not complete:
-                    return {}, method
-                result = optuna.importance.get_param_importances(
-                    study,
-                    evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-                    params=complete,
-                )
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    ordered = sorted(result.items(), key=lambda item: (-item[1], item[0]))
-    return {name: float(value) for name, value in ordered}, method
-
-
-# --------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _best(history: SweepHistory, trial: TrialHistory) -> float:
-    value = history.best(trial)
-    return math.nan if value is None else value
 
 
 def _labels(history: SweepHistory) -> dict[str, str]:
@@ -687,7 +445,3 @@ def _palette(trials: int) -> mcolors.Colormap:
 
 def _short(text: str, limit: int = 28) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.3g}"

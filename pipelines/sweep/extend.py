@@ -2,8 +2,9 @@
 
 Ray Tune's restore resumes an interrupted experiment; it cannot add trials to one that finished.
 An extension is a new Tune experiment whose searcher starts from everything the sweep already
-tried (:mod:`pipelines.warm_start`), whose trials are nested under the sweep's own parent run,
-numbered after the earlier ones, and whose best replaces the sweep's best only when it is better.
+tried (:mod:`pipelines.sweep.warm_start`), whose trials are nested under the sweep's own parent
+run, numbered after the earlier ones, and whose best replaces the sweep's best only when it is
+better.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from typing import Any
 
 from pipelines.config import ExperimentConfig
 from pipelines.errors import ConfigError
+from pipelines.sweep.warm_start import WarmStart, earlier_trials
+from pipelines.tracking import queries, schema
+from pipelines.tracking.queries import RunNotFound, RunRecord
+from search_spaces import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -58,29 +63,24 @@ def find_sweep_to_extend(config: ExperimentConfig, run_id: str) -> SweepToExtend
             tuned for another metric or direction.
 
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(config.tracking.uri)
+    uri = config.tracking.uri
     fix = "pass the run id of a sweep's parent run (tunepipe report prints it)"
     try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise ConfigError(
-            f"no run {run_id!r} in {config.tracking.uri}", key="--extend", fix=fix
-        ) from None
-    tags = run.data.tags
-    if tags.get("tunepipe.kind") != "sweep":
+        run = queries.get_run(uri, run_id)
+    except RunNotFound:
+        raise ConfigError(f"no run {run_id!r} in {uri}", key="--extend", fix=fix) from None
+    tags = run.tags
+    if tags.get(schema.KIND) != schema.KIND_SWEEP:
         raise ConfigError(f"run {run_id} is not a sweep's parent run", key="--extend", fix=fix)
-    experiment = client.get_experiment(run.info.experiment_id)
-    if experiment.name != config.experiment_name:
+    experiment = queries.experiment_name(uri, run.experiment_id)
+    if experiment != config.experiment_name:
         raise ConfigError(
-            f"sweep {run_id} belongs to experiment {experiment.name!r}, "
+            f"sweep {run_id} belongs to experiment {experiment!r}, "
             f"this config to {config.experiment_name!r}",
             key="--extend",
             fix="extend a sweep with the config that started it",
         )
-    recorded = (tags.get("tunepipe.metric"), tags.get("tunepipe.mode"))
+    recorded = (tags.get(schema.METRIC), tags.get(schema.MODE))
     if recorded != (config.metric, config.mode):
         raise ConfigError(
             f"sweep {run_id} optimised {recorded[0]} ({recorded[1]}), the config "
@@ -88,32 +88,46 @@ def find_sweep_to_extend(config: ExperimentConfig, run_id: str) -> SweepToExtend
             key="--extend",
             fix="keep metric and mode as they were, or start a new sweep",
         )
-    children = client.search_runs(
-        [run.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
-        max_results=10_000,
-    )
     return SweepToExtend(
         run_id=run_id,
-        experiment_id=run.info.experiment_id,
-        trials=len(children),
-        extensions=int(tags.get("tunepipe.extensions", "0")),
-        data_fingerprint=tags.get("tunepipe.data_fingerprint", ""),
+        experiment_id=run.experiment_id,
+        trials=len(queries.trial_runs(uri, run.experiment_id, run_id)),
+        extensions=int(tags.get(schema.EXTENSIONS, "0")),
+        data_fingerprint=tags.get(schema.DATA_FINGERPRINT, ""),
         best=_previous_best(run, config.metric),
     )
 
 
-def _previous_best(run: Any, metric: str) -> PreviousBest | None:
-    value = run.data.metrics.get(f"best_{metric}")
-    tags = run.data.tags
-    if value is None or not math.isfinite(value) or "tunepipe.best_config" not in tags:
+def prepare_extension(
+    config: ExperimentConfig, run_id: str, space: SearchSpace, fingerprint: str
+) -> tuple[SweepToExtend, WarmStart]:
+    """Check sweep ``run_id`` can be extended on this data; return it and its warm start.
+
+    Its trials were run already: none is evaluated again, but every one seeds the searcher.
+
+    Raises:
+        ConfigError: When the sweep cannot be extended by ``config`` or the data changed.
+
+    """
+    base = find_sweep_to_extend(config, run_id)
+    check_same_data(base, fingerprint)
+    trials = earlier_trials(
+        config.tracking.uri, base.experiment_id, space, config.metric, config.mode, [run_id]
+    )
+    return base, WarmStart(tuple(trials), top_k=0, mode=config.mode)
+
+
+def _previous_best(run: RunRecord, metric: str) -> PreviousBest | None:
+    value = run.metrics.get(schema.best_metric(metric))
+    tags = run.tags
+    if value is None or not math.isfinite(value) or schema.BEST_CONFIG not in tags:
         return None
     return PreviousBest(
         value=float(value),
-        config=json.loads(tags["tunepipe.best_config"]),
-        trial_id=tags.get("tunepipe.best_trial_id", ""),
-        epoch=int(tags.get("tunepipe.best_epoch", "0")),
-        model_version=tags.get("tunepipe.model_version"),
+        config=json.loads(tags[schema.BEST_CONFIG]),
+        trial_id=tags.get(schema.BEST_TRIAL_ID, ""),
+        epoch=int(tags.get(schema.BEST_EPOCH, "0")),
+        model_version=tags.get(schema.MODEL_VERSION),
     )
 
 

@@ -19,11 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.tracking import queries, schema
 from search_spaces import SearchSpace
 from search_spaces.spec import ConstantSpec, IntSpec, LogIntSpec
-
-#: End reasons of trials whose metric is trusted (diverged and failed ones are not).
-TRUSTED_END_REASONS = frozenset({"completed", "stopped_early", "early_stopped"})
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ def _coerce(spec: Any, text: str) -> Any:
 
 
 def earlier_trials(
-    client: Any,
+    tracking_uri: str,
     experiment_id: str,
     space: SearchSpace,
     metric: str,
@@ -109,7 +107,7 @@ def earlier_trials(
     """Read every trustworthy earlier trial of the experiment's sweeps, best first.
 
     Args:
-        client: An ``mlflow.tracking.MlflowClient``.
+        tracking_uri: The MLflow tracking store.
         experiment_id: The experiment holding the sweeps.
         space: The current search space (points that no longer fit it are dropped).
         metric: The metric to rank by (each trial's last reported value).
@@ -118,25 +116,17 @@ def earlier_trials(
 
     """
     if sweep_run_ids is None:
-        sweeps = client.search_runs(
-            [experiment_id], filter_string="tags.`tunepipe.kind` = 'sweep'", max_results=10_000
-        )
-        sweep_run_ids = [run.info.run_id for run in sweeps]
+        sweep_run_ids = [run.run_id for run in queries.sweep_runs(tracking_uri, experiment_id)]
     found = []
     for sweep_id in sweep_run_ids:
-        children = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{sweep_id}'",
-            max_results=10_000,
-        )
-        for child in children:
-            if child.data.tags.get("tunepipe.end_reason") not in TRUSTED_END_REASONS:
+        for child in queries.trial_runs(tracking_uri, experiment_id, sweep_id):
+            if child.tags.get(schema.END_REASON) not in schema.TRUSTED_END_REASONS:
                 continue
-            value = child.data.metrics.get(metric)
-            params = typed_params(space, child.data.params)
+            value = child.metrics.get(metric)
+            params = typed_params(space, child.params)
             if value is None or not math.isfinite(value) or params is None:
                 continue
-            found.append(EarlierTrial(params, float(value), child.info.run_id))
+            found.append(EarlierTrial(params, float(value), child.run_id))
     found.sort(key=lambda t: t.value, reverse=(mode == "max"))
     return found
 

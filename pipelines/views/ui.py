@@ -15,13 +15,13 @@ from typing import Any
 from rich.console import Console
 
 from pipelines.errors import ConfigError
-from pipelines.links import experiment_link, run_link
 from pipelines.paths import (
     artifact_root_for,
     default_artifact_root,
     default_tracking_uri,
     tunepipe_home,
 )
+from pipelines.views.links import experiment_link, run_link
 
 STARTUP_TIMEOUT_S = 90.0
 
@@ -94,21 +94,15 @@ def wait_until_up(base_url: str, process: subprocess.Popen[bytes], timeout: floa
 
 def latest_sweep_link(tracking_uri: str, experiment_name: str, base_url: str) -> str | None:
     """Return the UI link to the newest sweep of ``experiment_name``, if there is one."""
-    from mlflow.tracking import MlflowClient
+    from pipelines.tracking import queries
 
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
+    experiment_id = queries.find_experiment(tracking_uri, experiment_name)
+    if experiment_id is None:
         return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string="tags.`tunepipe.kind` = 'sweep'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        return experiment_link(base_url, experiment.experiment_id)
-    return run_link(base_url, experiment.experiment_id, runs[0].info.run_id)
+    run_id = queries.latest_sweep(tracking_uri, experiment_id)
+    if run_id is None:
+        return experiment_link(base_url, experiment_id)
+    return run_link(base_url, experiment_id, run_id)
 
 
 def serve_ui(config: Path | None, *, host: str, port: int, console: Console) -> None:

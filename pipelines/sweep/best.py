@@ -1,4 +1,4 @@
-"""Reading a finished sweep's results: the best trial, and how trials ended."""
+"""Reading a finished sweep's Tune results: the best trial, the top trials, how trials ended."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-END_REASONS = ("completed", "stopped_early", "early_stopped", "diverged", "failed")
+from pipelines.tracking.schema import END_REASONS
+from trainables import results
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,11 @@ def best_of_trial(result: Any, metric: str, mode: str) -> tuple[float, int] | No
     frame = result.metrics_dataframe
     if result.error is not None or frame is None or metric not in frame:
         return None
-    if "diverged" in frame and frame["diverged"].fillna(0).max() > 0:
-        return None
+    for flag in (results.DIVERGED, results.FAILED):
+        if flag in frame and frame[flag].fillna(0).max() > 0:
+            return None
     best: tuple[float, int] | None = None
-    for value, epoch in zip(frame[metric], frame["epoch"], strict=True):
+    for value, epoch in zip(frame[metric], frame[results.EPOCH], strict=True):
         finite = isinstance(value, int | float) and math.isfinite(value)
         if finite and is_better(float(value), best[0] if best else None, mode):
             best = (float(value), int(epoch))
@@ -66,6 +68,37 @@ def select_best(
             checkpoint_dir=_checkpoint_at(result, found[1]),
         )
     return winner
+
+
+@dataclass(frozen=True)
+class RankedTrial:
+    """One of a sweep's top trials, as the summary table shows it.
+
+    Attributes:
+        trial_id: Tune's trial id.
+        value: Its best value of the sweep metric.
+        epochs: Epochs it reported.
+        config: Its hyperparameters (Tune's trial config).
+
+    """
+
+    trial_id: str
+    value: float
+    epochs: int
+    config: dict[str, Any]
+
+
+def top_trials(grid: Any, metric: str, mode: str, k: int) -> tuple[RankedTrial, ...]:
+    """Return the ``k`` best trials, best first; diverged and failed trials are left out."""
+    scored = []
+    for result in grid:
+        found = best_of_trial(result, metric, mode)
+        if found is not None:
+            frame = result.metrics_dataframe
+            trial_id = str(result.metrics.get("trial_id", ""))
+            scored.append(RankedTrial(trial_id, found[0], len(frame), dict(result.config)))
+    scored.sort(key=lambda trial: trial.value, reverse=(mode == "max"))
+    return tuple(scored[:k])
 
 
 def _checkpoint_at(result: Any, epoch: int) -> Path | None:

@@ -8,7 +8,8 @@ rewrites its own files then), and it is all there is for a sweep that ran on ano
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from pipelines.tracking import queries, schema
 
 #: Metrics whose per-epoch history is read for every trial.
 HISTORY_METRICS = ("train_loss", "val_loss", "lr")
@@ -75,47 +76,50 @@ class SweepHistory:
         return [t for _, t in kept]
 
 
-def load_sweep_history(client: Any, parent_run_id: str) -> SweepHistory:
+def load_sweep_history(tracking_uri: str, parent_run_id: str) -> SweepHistory:
     """Read a sweep's parent run and the full metric history of each of its trials.
 
     Args:
-        client: An ``mlflow.tracking.MlflowClient``.
+        tracking_uri: The MLflow tracking store.
         parent_run_id: The sweep's run id.
 
+    Raises:
+        RunNotFound: If the store has no such run.
+
     """
-    parent = client.get_run(parent_run_id)
-    tags = parent.data.tags
-    experiment = client.get_experiment(parent.info.experiment_id)
-    metric = tags.get("tunepipe.metric", "")
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        max_results=10_000,
-    )
-    names = (metric, *HISTORY_METRICS)
+    parent = queries.get_run(tracking_uri, parent_run_id)
+    metric = parent.tags.get(schema.METRIC, "")
+    names = dict.fromkeys((metric, *HISTORY_METRICS))
     trials = []
-    for child in children:
+    for child in queries.trial_runs(tracking_uri, parent.experiment_id, parent_run_id):
         metrics = {}
-        for name in dict.fromkeys(names):
-            points = client.get_metric_history(child.info.run_id, name)
+        for name in names:
+            points = queries.metric_history(tracking_uri, child.run_id, name)
             if points:
-                metrics[name] = sorted((int(p.step), float(p.value)) for p in points)
+                metrics[name] = points
         trials.append(
             TrialHistory(
-                run_id=child.info.run_id,
-                name=child.data.tags.get("mlflow.runName", child.info.run_id),
-                params=dict(child.data.params),
-                end_reason=child.data.tags.get("tunepipe.end_reason", "running"),
+                run_id=child.run_id,
+                name=child.name,
+                params=dict(child.params),
+                end_reason=child.tags.get(schema.END_REASON, "running"),
                 metrics=metrics,
             )
         )
     trials.sort(key=lambda t: t.name)
-    searched = tuple(name for name in tags.get("tunepipe.searched", "").split(",") if name)
+    searched = tuple(name for name in parent.tags.get(schema.SEARCHED, "").split(",") if name)
     return SweepHistory(
         parent_run_id=parent_run_id,
-        name=experiment.name,
+        name=queries.experiment_name(tracking_uri, parent.experiment_id),
         metric=metric,
-        mode=tags.get("tunepipe.mode", "max"),
+        mode=parent.tags.get(schema.MODE, "max"),
         searched=searched,
         trials=tuple(trials),
     )
+
+
+def best_params(tracking_uri: str, parent_run_id: str) -> dict[str, str]:
+    """Return the best trial's hyperparameters as the sweep recorded them (``best.*`` tags)."""
+    tags = queries.get_run(tracking_uri, parent_run_id).tags
+    prefix = schema.BEST_PREFIX
+    return {key[len(prefix) :]: value for key, value in tags.items() if key.startswith(prefix)}

@@ -17,8 +17,7 @@ from pipelines.augment import policy_from_hparams
 from pipelines.config import ExperimentConfig
 from pipelines.data import prepare_arrays, transform_batch
 from pipelines.errors import ConfigError
-from pipelines.validate import SweepPlan, plan_sweep
-from trainables.registry import get_trainable_info
+from pipelines.sweep.plan import SweepPlan, plan_sweep
 
 
 def dry_run(config: ExperimentConfig) -> dict[str, float]:
@@ -31,7 +30,7 @@ def dry_run(config: ExperimentConfig) -> dict[str, float]:
     plan = plan_sweep(config)
     prepared, _ = prepare_arrays(config.data)
     hparams = sample_hparams(plan)
-    trainable = get_trainable_info(config.trainable.framework).load_class()()
+    trainable = plan.info.load_class()()
     trainable.setup(hparams, prepared.spec(), "cpu")
     rows = int(hparams["batch_size"])
     # The training batch goes through the trial's augmentation and featurising, as in a sweep.

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from trainables import results
+
 
 class LiveProgress(Callback):
     """Shows trials done/running/stopped early/failed, the best value so far and elapsed time."""
@@ -73,7 +75,7 @@ class LiveProgress(Callback):
         if (
             not isinstance(value, int | float)
             or not math.isfinite(value)
-            or result.get("diverged")
+            or result.get(results.DIVERGED)
         ):
             return
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
@@ -82,13 +84,16 @@ class LiveProgress(Callback):
     def on_trial_complete(
         self, iteration: int, trials: list[Any], trial: Any, **info: Any
     ) -> None:
-        """Count a finished trial (completed or stopped early)."""
+        """Count a finished trial (completed, stopped early, or failed without a retry)."""
         self.running.discard(trial.trial_id)
-        self.ended["done"] += 1
         last = trial.last_result or {}
+        if last.get(results.FAILED):
+            self.ended["failed"] += 1
+            return
+        self.ended["done"] += 1
         planned = self.planned_epochs(trial.config) if self.planned_epochs else None
-        cut = planned is not None and int(last.get("epoch", planned)) < planned
-        if last.get("early_stopped") or (cut and not last.get("diverged")):
+        cut = planned is not None and int(last.get(results.EPOCH, planned)) < planned
+        if last.get(results.EARLY_STOPPED) or (cut and not last.get(results.DIVERGED)):
             self.ended["stopped_early"] += 1
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

@@ -13,7 +13,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipelines.errors import ConfigError
+from trainables.errors import HyperparameterError
 
 SCHEDULES: tuple[str, ...] = ("constant", "time", "step", "exponential", "cosine", "plateau")
 
@@ -31,9 +31,9 @@ _RULES: dict[str, tuple[float, bool, Callable[[float], bool], str]] = {
 SCHEDULE_HPARAMS: frozenset[str] = frozenset({"lr_schedule", *_RULES})
 
 
-def _bad(key: str, value: Any, expect: str) -> ConfigError:
+def _bad(key: str, value: Any, expect: str) -> HyperparameterError:
     fix = f"set {key} to {expect} in the trainable params or the search space"
-    return ConfigError(f"{key} must be {expect}, got {value!r}", fix=fix, key=key)
+    return HyperparameterError(f"{key} must be {expect}, got {value!r}", fix=fix, key=key)
 
 
 def number_hparam(
@@ -50,7 +50,7 @@ def number_hparam(
     With ``integer``, whole floats such as ``5.0`` pass, as quantised samplers produce them.
 
     Raises:
-        ConfigError: Missing and required, not a finite (whole) number, or ``ok`` fails.
+        HyperparameterError: Missing and required, not a finite (whole) number, or ``ok`` fails.
 
     """
     value = hparams.get(key)
@@ -154,8 +154,8 @@ def schedule_from_hparams(hparams: Mapping[str, Any]) -> LrSchedule:
     is a mistake whichever schedule a trial draws.
 
     Raises:
-        ConfigError: Unknown ``lr_schedule``, missing or out-of-range value; the message names
-            the key and echoes the value.
+        HyperparameterError: Unknown ``lr_schedule``, missing or out-of-range value; the
+            message names the key and echoes the value.
 
     """
     name = hparams.get("lr_schedule") or "constant"

@@ -9,20 +9,16 @@ sweep's validation metric meant, for torch, Keras and scikit-learn alike.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from pipelines.tracking import queries, schema
 from trainables.adapter import CHECKPOINT_META
 from trainables.protocol import Batch, DataSpec
 from trainables.registry import get_trainable_info
-
-#: Artifact folder of a sweep's parent run that holds its best model's checkpoint.
-BEST_CHECKPOINT = "best_checkpoint"
 
 
 def holdout_batches(x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> Iterator[Batch]:
@@ -32,7 +28,7 @@ def holdout_batches(x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> Ite
 
 
 def score_sweep_model(
-    client: Any,
+    tracking_uri: str,
     run_id: str,
     framework: str,
     spec: DataSpec,
@@ -42,14 +38,13 @@ def score_sweep_model(
     """Return the metrics of sweep ``run_id``'s best model on ``(x, y)``.
 
     Raises:
-        MlflowException: When the run has no best checkpoint.
+        RunNotFound: When the run has no best checkpoint.
         ValueError, RuntimeError: When the model does not fit this data (another input shape or
             class count), as the framework reports it.
 
     """
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="tunepipe-holdout-") as folder:
-        local = Path(client.download_artifacts(run_id, BEST_CHECKPOINT, folder))
+        local = queries.download(tracking_uri, run_id, schema.BEST_CHECKPOINT, Path(folder))
         hparams = json.loads((local / CHECKPOINT_META).read_text())["hparams"]
         trainable = get_trainable_info(framework).load_class()()
         trainable.setup(hparams, spec, "cpu")

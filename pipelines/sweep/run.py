@@ -1,0 +1,182 @@
+"""Running a sweep end to end: :func:`run_sweep`.
+
+Order matters, and each step runs once: everything that can be wrong with the user's input is
+checked first (:func:`~pipelines.sweep.plan.plan_sweep`), the data is prepared in the driver
+(bad data fails here, still before any cluster work), an extension's earlier sweep is read and
+checked, then Ray is reached, and only then is anything written to MLflow, so a rejected sweep
+leaves no trace there.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import ExperimentConfig, load_config
+from pipelines.data import Prepared, SweepData, materialise, prepare_arrays
+from pipelines.sweep.cluster import check_resources, ray_session
+from pipelines.sweep.extend import SweepToExtend, prepare_extension
+from pipelines.sweep.finish import SweepFailed, SweepSummary, finish_sweep
+from pipelines.sweep.plan import SweepPlan, plan_sweep
+from pipelines.sweep.tuner import build_tuner
+from pipelines.sweep.warm_start import WarmStart
+from pipelines.tracking import schema
+from pipelines.tracking.callback import MlflowTrialCallback
+from pipelines.tracking.record import SweepRecord, code_version, package_versions
+from pipelines.tracking.sweep_run import SweepRun
+
+__all__ = ["SweepFailed", "SweepSummary", "execute_sweep", "planned_epochs", "run_sweep"]
+
+
+def run_sweep(
+    config: str | Path | ExperimentConfig,
+    overrides: dict[str, Any] | None = None,
+    *,
+    address: str | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+    extend: str | None = None,
+    warm_start: WarmStart | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> SweepSummary:
+    """Run a hyperparameter sweep and record it in MLflow.
+
+    Args:
+        config: Path of an experiment YAML file, or an already loaded config.
+        overrides: Dotted keys to replace, e.g. ``{"search.num_samples": 8}``.
+        address: Ray cluster to use (else ``RAY_ADDRESS``, else a private local instance).
+        callbacks: Extra Ray Tune callbacks.
+        progress: Show a live progress view in the terminal.
+        extend: Parent run id of an earlier sweep to add ``search.num_samples`` trials to
+            (:mod:`pipelines.sweep.extend`); its searcher continues from the sweep's trials.
+        warm_start: Earlier results for the searcher (:mod:`pipelines.sweep.warm_start`).
+        tags: Extra tags for the sweep's parent run.
+
+    Returns:
+        The summary of the finished sweep (for an extension: the sweep's best so far).
+
+    Raises:
+        UserInputError: For invalid config, search space or data, before any cluster work.
+        SweepFailed: When no trial produced a finite metric.
+
+    """
+    if not isinstance(config, ExperimentConfig):
+        config = load_config(config, overrides)
+    elif overrides:
+        raise TypeError("overrides apply to a config file; pass a path or apply them yourself")
+    plan = plan_sweep(config)
+    prepared, cache_hit = prepare_arrays(config.data)
+    return execute_sweep(
+        plan,
+        prepared,
+        cache_hit=cache_hit,
+        address=address,
+        callbacks=callbacks,
+        progress=progress,
+        extend=extend,
+        warm_start=warm_start,
+        tags=tags,
+    )
+
+
+def execute_sweep(
+    plan: SweepPlan,
+    prepared: Prepared,
+    *,
+    cache_hit: bool = False,
+    address: str | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+    extend: str | None = None,
+    warm_start: WarmStart | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> SweepSummary:
+    """Run an already planned sweep on already prepared data (see :func:`run_sweep`).
+
+    For callers that plan and prepare themselves (retraining): nothing is planned or prepared
+    twice.
+    """
+    config = plan.config
+    base: SweepToExtend | None = None
+    if extend is not None:
+        base, warm_start = prepare_extension(config, extend, plan.space, prepared.fingerprint())
+    searcher, scheduler = plan.build_strategies(warm_start)
+    if plan.scheduler.uses_python_random and config.search.seed is not None:
+        random.seed(config.search.seed)
+    started = time.monotonic()
+    with ray_session(address):
+        check_resources(config.resources)
+        data = materialise(
+            prepared, cache_hit=cache_hit, cpus_per_trial=max(1, int(config.resources.cpu))
+        )
+        sweep = SweepRun(config.tracking.uri, config.experiment_name)
+        run_tags = {**_tags(plan, data), **(tags or {})}
+        if warm_start is not None:
+            run_tags[schema.WARM_START_TRIALS] = str(len(warm_start.trials))
+        if base is None:
+            parent_id = sweep.start(config.to_dict(), config.trainable.search_space, run_tags)
+        else:
+            parent_id = base.run_id
+            sweep.resume(parent_id)
+            sweep.set_tags({**run_tags, schema.EXTENSIONS: str(base.extensions + 1)})
+        record = SweepRecord(
+            config.to_dict(),
+            code_version(),
+            package_versions(plan.info.packages),
+            data.fingerprint,
+        )
+        tracker = MlflowTrialCallback(
+            config.tracking.uri,
+            sweep.experiment_id,
+            parent_id,
+            list(plan.space.names()),
+            plan.resolve,
+            record=record,
+            trial_offset=base.trials if base is not None else 0,
+        )
+        extra = [*callbacks]
+        if progress:
+            from pipelines.sweep.progress import LiveProgress
+
+            planned = partial(planned_epochs, plan.resolve, plan.max_epochs)
+            extra.append(
+                LiveProgress(config.metric, config.mode, plan.num_samples, planned_epochs=planned)
+            )
+        tuner = build_tuner(plan, data, searcher, scheduler, [tracker, *extra])
+        try:
+            grid = tuner.fit()
+        except BaseException:
+            sweep.end("KILLED")
+            raise
+        previous = base.best if base is not None else None
+        elapsed = time.monotonic() - started
+        return finish_sweep(plan, data, grid, sweep, tracker, elapsed, previous)
+
+
+def planned_epochs(
+    resolve: Callable[[Mapping[str, Any]], dict[str, Any]],
+    default: int,
+    trial_config: Mapping[str, Any],
+) -> int:
+    """Return how many epochs a trial was set to run (its ``epochs`` hyperparameter)."""
+    return int(resolve(trial_config).get("epochs", default))
+
+
+def _tags(plan: SweepPlan, data: SweepData) -> dict[str, str]:
+    config = plan.config
+    return {
+        schema.SEARCHER: plan.searcher.name,
+        schema.SCHEDULER: plan.scheduler.name,
+        schema.FRAMEWORK: config.trainable.framework,
+        schema.METRIC: config.metric,
+        schema.MODE: config.mode,
+        schema.DATA_FINGERPRINT: data.fingerprint,
+        schema.DATA_MODALITY: data.modality,
+        schema.SEARCHED: ",".join(plan.searched),
+        # "hit": this sweep reused preprocessing from an earlier one (pipelines.data.cache).
+        schema.DATA_CACHE: "hit" if data.cache_hit else "miss",
+    }
