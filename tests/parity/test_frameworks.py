@@ -14,38 +14,26 @@ import numpy as np
 import pytest
 import torch
 
-from tests.datasets import digits_images
+from tests.support.datasets import digits_images
+from tests.support.trainables import batches, make
 from trainables import keras_losses, torch_losses
 from trainables.early_stopping import early_stopping_from_hparams
 from trainables.keras_runtime import keras, tf
 from trainables.keras_trainable import KerasTrainable
 from trainables.loss_settings import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
+from trainables.lr_schedules import SCHEDULES, schedule_from_hparams
 from trainables.protocol import DataSpec
-from trainables.schedules import SCHEDULES, schedule_from_hparams
 from trainables.torch_trainable import TorchTrainable
 
 FRAMEWORKS = ("torch", "tensorflow")
-BATCH = 64
 DIGITS = DataSpec((1, 8, 8), 10, "classification", 1437, 360)
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    return digits_images()
-
-
-def batches(x: np.ndarray, y: np.ndarray, count: int, offset: int = 0) -> list[dict[str, Any]]:
-    return [
-        {"x": x[i : i + BATCH], "y": y[i : i + BATCH]}
-        for i in range(offset * BATCH, (offset + count) * BATCH, BATCH)
-    ]
-
-
-def build(framework: str, hparams: dict[str, Any], spec: DataSpec = DIGITS) -> Any:
-    trainable = TorchTrainable() if framework == "torch" else KerasTrainable()
-    trainable.setup(hparams, spec, "cpu")
-    return trainable
+def digits() -> list[dict[str, np.ndarray]]:
+    """The digits in their shipped order as 64-row batches: slices of it feed both frameworks."""
+    return batches(*digits_images())
 
 
 def torch_weights(trainable: TorchTrainable) -> list[np.ndarray]:
@@ -57,7 +45,7 @@ def torch_weights(trainable: TorchTrainable) -> list[np.ndarray]:
 
 def twins(hparams: dict[str, Any]) -> tuple[TorchTrainable, KerasTrainable]:
     """A torch and a Keras MLP with the same weights."""
-    torch_side, keras_side = build("torch", hparams), build("tensorflow", hparams)
+    torch_side, keras_side = make("torch", hparams, DIGITS), make("tensorflow", hparams, DIGITS)
     keras_side.model.set_weights(torch_weights(torch_side))
     return torch_side, keras_side
 
@@ -90,14 +78,13 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("case", list(OPTIMIZERS))
 def test_optimizers_and_penalties_take_the_same_steps(
-    case: str, digits: tuple[np.ndarray, np.ndarray]
+    case: str, digits: list[dict[str, np.ndarray]]
 ) -> None:
     hparams = {**MLP, **OPTIMIZERS[case]}
     torch_side, keras_side = twins(hparams)
     start = torch_weights(torch_side)
-    x, y = digits
     for epoch in range(3):
-        data = batches(x, y, 4, offset=4 * epoch)
+        data = digits[4 * epoch : 4 * epoch + 4]
         torch_metrics = torch_side.train_epoch(data)
         keras_metrics = keras_side.train_epoch(data)
         assert keras_metrics["train_loss"] == pytest.approx(torch_metrics["train_loss"], rel=1e-4)
@@ -110,14 +97,14 @@ def test_optimizers_and_penalties_take_the_same_steps(
         moved = max(moved, float(np.abs(t - first).max()))
         np.testing.assert_allclose(k, t, rtol=1e-3, atol=1e-5)
     assert moved > 1e-3  # the steps were real, so agreement means something
-    torch_val = torch_side.evaluate(batches(x, y, 5, offset=20))
-    keras_val = keras_side.evaluate(batches(x, y, 5, offset=20))
+    torch_val = torch_side.evaluate(digits[20:25])
+    keras_val = keras_side.evaluate(digits[20:25])
     assert keras_val["val_loss"] == pytest.approx(torch_val["val_loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_scheduled_rate_is_the_rate_both_frameworks_step_with(
-    name: str, digits: tuple[np.ndarray, np.ndarray]
+    name: str, digits: list[dict[str, np.ndarray]]
 ) -> None:
     hparams = {
         **MLP,
@@ -131,7 +118,6 @@ def test_scheduled_rate_is_the_rate_both_frameworks_step_with(
         "epochs": 5,
     }
     torch_side, keras_side = twins(hparams)
-    x, y = digits
     schedule = schedule_from_hparams(hparams)
     flat_then_worse = [1.0, 1.0, 1.2, 1.2, 1.2]  # plateau cuts the rate twice
     used: dict[str, list[float]] = {"torch": [], "tensorflow": []}
@@ -139,7 +125,7 @@ def test_scheduled_rate_is_the_rate_both_frameworks_step_with(
         lr = schedule.lr_for_epoch(epoch)
         for framework, side in (("torch", torch_side), ("tensorflow", keras_side)):
             side.set_lr(lr)
-            used[framework].append(side.train_epoch(batches(x, y, 2, offset=2 * epoch))["lr"])
+            used[framework].append(side.train_epoch(digits[2 * epoch : 2 * epoch + 2])["lr"])
         schedule.observe(metric)
         # The weights agree only if both stepped with this epoch's rate.
         keras_now = keras_side.model.get_weights()
@@ -234,11 +220,11 @@ def forward(framework: str, trainable: Any, x: np.ndarray, training: bool) -> np
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_dropout_is_active_in_training_and_off_in_evaluation(
-    framework: str, model: str, digits: tuple[np.ndarray, np.ndarray]
+    framework: str, model: str, digits: list[dict[str, np.ndarray]]
 ) -> None:
-    x = digits[0][:32]
-    dropped = build(framework, {"model": model, "dropout": 0.5})
-    plain = build(framework, {"model": model, "dropout": 0.0})
+    x = digits[0]["x"][:32]
+    dropped = make(framework, {"model": model, "dropout": 0.5}, DIGITS)
+    plain = make(framework, {"model": model, "dropout": 0.0}, DIGITS)
     if framework == "torch":
         plain.model.load_state_dict(dropped.model.state_dict())
     else:
@@ -253,7 +239,7 @@ def test_dropout_is_active_in_training_and_off_in_evaluation(
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_early_stopping_triggers_at_the_same_epoch_on_the_same_metric_sequence(
-    framework: str, digits: tuple[np.ndarray, np.ndarray]
+    framework: str, digits: list[dict[str, np.ndarray]]
 ) -> None:
     """The epoch loop's stopper, fed by each framework's own evaluate(), on the same model.
 
@@ -265,17 +251,16 @@ def test_early_stopping_triggers_at_the_same_epoch_on_the_same_metric_sequence(
     side = torch_side if framework == "torch" else keras_side
     stopper = early_stopping_from_hparams(hparams, "min")
     assert stopper is not None
-    x, y = digits
     stopped_at, losses = None, []
     for epoch in range(1, 11):
-        side.train_epoch(batches(x, y, 2))
-        losses.append(side.evaluate(batches(x, y, 5, offset=20))["val_loss"])
+        side.train_epoch(digits[:2])
+        losses.append(side.evaluate(digits[20:25])["val_loss"])
         stopper.update(losses[-1], epoch)
         if stopper.should_stop:
             stopped_at = epoch
             break
     assert stopped_at == 4
-    reference = torch_side.evaluate(batches(x, y, 5, offset=20))["val_loss"]
+    reference = torch_side.evaluate(digits[20:25])["val_loss"]
     assert losses == pytest.approx([reference] * 4, rel=1e-5)
 
 

@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
-from sklearn.datasets import load_diabetes, load_digits
 from sklearn.ensemble import (
     GradientBoostingClassifier,
     RandomForestClassifier,
     RandomForestRegressor,
 )
 
+from tests.support.trainables import Split, batches, diabetes_split, digits_split, fit, make
+from trainables.errors import HyperparameterError
 from trainables.protocol import DataSpec, TrialTrainable
 from trainables.sklearn_trainable import (
     MODEL_FILE,
@@ -27,40 +28,15 @@ from trainables.sklearn_trainable import (
     trees_after_epoch,
 )
 
-DIGITS_SHAPE = (8, 8)
-BATCH_SIZE = 64
-
-
-class Split:
-    """Train/validation arrays plus the matching DataSpec."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, spec_kwargs: dict[str, Any]) -> None:
-        rng = np.random.default_rng(0)
-        order = rng.permutation(len(x))
-        n_val = len(x) // 5
-        val, train = order[:n_val], order[n_val:]
-        self.x_train, self.y_train = x[train], y[train]
-        self.x_val, self.y_val = x[val], y[val]
-        self.spec = DataSpec(
-            input_shape=x.shape[1:], num_train=len(train), num_val=len(val), **spec_kwargs
-        )
-
 
 @pytest.fixture(scope="module")
 def digits() -> Split:
-    bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32).reshape(-1, *DIGITS_SHAPE)
-    return Split(x, bunch.target.astype(np.int64), {"num_classes": 10, "task": "classification"})
+    return digits_split(shape=(8, 8))  # 2-D examples without a channel: rows get flattened
 
 
 @pytest.fixture(scope="module")
 def diabetes() -> Split:
-    bunch = load_diabetes()
-    # The data layer standardises regression targets and reports their scale as target_std.
-    std = float(bunch.target.std())
-    y = ((bunch.target - bunch.target.mean()) / std).astype(np.float32)
-    spec = {"num_classes": 0, "task": "regression", "target_std": std}
-    return Split(bunch.data.astype(np.float32), y, spec)
+    return diabetes_split()  # standardised targets, errors reported in target units
 
 
 @pytest.fixture(autouse=True)
@@ -69,29 +45,10 @@ def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SklearnTrainable, "cpu_threads", 1)
 
 
-def batches(x: np.ndarray, y: np.ndarray, seed: int | None = None) -> list[dict[str, np.ndarray]]:
-    """Mini-batches as the adapter passes them; shuffled by ``seed`` when given."""
-    order = np.arange(len(x)) if seed is None else np.random.default_rng(seed).permutation(len(x))
-    return [
-        {"x": x[order[i : i + BATCH_SIZE]], "y": y[order[i : i + BATCH_SIZE]]}
-        for i in range(0, len(x), BATCH_SIZE)
-    ]
-
-
-def make(hparams: dict[str, Any], data: Split) -> SklearnTrainable:
-    trainable = SklearnTrainable()
-    trainable.setup(hparams, data.spec, "cpu")
+def ensemble(hparams: dict[str, Any], data: Split) -> SklearnTrainable:
+    """A scikit-learn trainable (the model is in ``hparams``) set up for ``data``."""
+    trainable: SklearnTrainable = make("sklearn", hparams, data)
     return trainable
-
-
-def fit(trainable: SklearnTrainable, data: Split, epochs: int) -> list[dict[str, float]]:
-    """Run ``epochs`` epochs; return the merged train/val metrics of each."""
-    history = []
-    for epoch in range(epochs):
-        metrics = trainable.train_epoch(batches(data.x_train, data.y_train, seed=epoch))
-        metrics.update(trainable.evaluate(batches(data.x_val, data.y_val)))
-        history.append(metrics)
-    return history
 
 
 class Payload:
@@ -111,7 +68,7 @@ def test_satisfies_protocol() -> None:
 def test_more_trees_do_not_score_worse(digits: Split) -> None:
     def accuracy(n_estimators: int) -> float:
         hparams = {"model": "random_forest", "n_estimators": n_estimators, "epochs": 1}
-        return fit(make({**hparams, "seed": 3}, digits), digits, epochs=1)[0]["val_accuracy"]
+        return fit(ensemble({**hparams, "seed": 3}, digits), digits, epochs=1)[0]["val_accuracy"]
 
     few, many = accuracy(5), accuracy(60)
     assert few > 0.8
@@ -122,7 +79,7 @@ def test_more_trees_do_not_score_worse(digits: Split) -> None:
 @pytest.mark.parametrize("model", ["random_forest", "gradient_boosting"])
 def test_each_epoch_grows_the_ensemble(digits: Split, model: str) -> None:
     hparams = {"model": model, "n_estimators": 10, "epochs": 4, "max_depth": 3}
-    trainable = make(hparams, digits)
+    trainable = ensemble(hparams, digits)
     history = fit(trainable, digits, epochs=4)
     # 2.5 rounds to 2 and 7.5 to 8 (ties to even), as Python's round does.
     assert [m["n_trees"] for m in history] == [2, 5, 8, 10]
@@ -135,7 +92,7 @@ def test_each_epoch_grows_the_ensemble(digits: Split, model: str) -> None:
 
 
 def test_warm_start_keeps_earlier_trees(digits: Split) -> None:
-    trainable = make({"model": "random_forest", "n_estimators": 6, "epochs": 2}, digits)
+    trainable = ensemble({"model": "random_forest", "n_estimators": 6, "epochs": 2}, digits)
     fit(trainable, digits, epochs=1)
     assert trainable.estimator is not None
     first = list(trainable.estimator.estimators_)
@@ -145,7 +102,7 @@ def test_warm_start_keeps_earlier_trees(digits: Split) -> None:
 
 
 def test_tree_counts_at_least_one_and_capped(digits: Split) -> None:
-    trainable = make({"model": "random_forest", "n_estimators": 2, "epochs": 5}, digits)
+    trainable = ensemble({"model": "random_forest", "n_estimators": 2, "epochs": 5}, digits)
     counts = [m["n_trees"] for m in fit(trainable, digits, epochs=5)]
     assert counts == [1, 1, 1, 2, 2]
     # An extra epoch (past ``epochs``) never grows beyond n_estimators.
@@ -154,7 +111,7 @@ def test_tree_counts_at_least_one_and_capped(digits: Split) -> None:
 
 def test_gradient_boosting_regression_improves_every_epoch(diabetes: Split) -> None:
     hparams = {"model": "gradient_boosting", "n_estimators": 60, "epochs": 4}
-    trainable = make({**hparams, "max_depth": 2, "lr": 0.05}, diabetes)
+    trainable = ensemble({**hparams, "max_depth": 2, "lr": 0.05}, diabetes)
     history = fit(trainable, diabetes, epochs=4)
     losses = [m["val_loss"] for m in history]
     assert all(later < earlier for earlier, later in pairwise(losses))
@@ -174,7 +131,7 @@ def test_gradient_boosting_regression_improves_every_epoch(diabetes: Split) -> N
 
 
 def test_classification_metrics_match_predict(digits: Split) -> None:
-    trainable = make({"model": "random_forest", "n_estimators": 20, "epochs": 1}, digits)
+    trainable = ensemble({"model": "random_forest", "n_estimators": 20, "epochs": 1}, digits)
     metrics = fit(trainable, digits, epochs=1)[0]
     predictions = trainable.predict(digits.x_val)
     assert predictions.dtype == np.int64
@@ -186,10 +143,10 @@ def test_classification_metrics_match_predict(digits: Split) -> None:
 
 
 def test_class_missing_from_training_still_scores(digits: Split) -> None:
-    trainable = make({"model": "random_forest", "n_estimators": 5, "epochs": 1}, digits)
+    trainable = ensemble({"model": "random_forest", "n_estimators": 5, "epochs": 1}, digits)
     seen = digits.y_train != 0  # Class 0 missing: every other column shifts if mis-mapped.
     trainable.train_epoch(batches(digits.x_train[seen], digits.y_train[seen]))
-    metrics = trainable.evaluate(batches(digits.x_val, digits.y_val))
+    metrics = trainable.evaluate(digits.val())
     # Log loss over all ten labels: large on the unseen class, but finite.
     assert math.isfinite(metrics["val_loss"])
     assert 0.7 < metrics["val_accuracy"] < 1.0
@@ -212,19 +169,19 @@ def test_checkpoint_round_trip_continues_training(
     data: Split = request.getfixturevalue(fixture)
     directory = tmp_path / "checkpoint"
     hparams = {"model": model, "n_estimators": 8, "epochs": 4, "seed": 5, **hparams}
-    original = make(hparams, data)
+    original = ensemble(hparams, data)
     fit(original, data, epochs=2)
     original.save(directory)
     assert {p.name for p in directory.iterdir()} == {MODEL_FILE, STATE_FILE}
 
-    restored = make(hparams, data)
+    restored = ensemble(hparams, data)
     restored.load(directory)
     np.testing.assert_array_equal(restored.predict(data.x_val), original.predict(data.x_val))
-    val = batches(data.x_val, data.y_val)
+    val = data.val()
     assert restored.evaluate(val) == original.evaluate(val)
 
     # The third epoch adds trees to the loaded ensemble (6 of 8), exactly as without the stop.
-    next_epoch = batches(data.x_train, data.y_train, seed=99)
+    next_epoch = data.train(99)
     assert restored.train_epoch(next_epoch) == original.train_epoch(next_epoch)
     assert restored.train_epoch(next_epoch)["n_trees"] == 8
     assert restored.estimator is not None
@@ -235,7 +192,7 @@ def test_checkpoint_round_trip_continues_training(
 
 
 def test_load_refuses_untrusted_types(digits: Split, tmp_path: Path) -> None:
-    trainable = make({"model": "random_forest", "n_estimators": 2, "epochs": 1}, digits)
+    trainable = ensemble({"model": "random_forest", "n_estimators": 2, "epochs": 1}, digits)
     fit(trainable, digits, epochs=1)
     trainable.save(tmp_path)
     sio.dump({"model": Payload()}, tmp_path / MODEL_FILE)
@@ -247,10 +204,10 @@ def test_load_refuses_untrusted_types(digits: Split, tmp_path: Path) -> None:
 
 
 def test_load_refuses_another_estimator(digits: Split, tmp_path: Path) -> None:
-    forest = make({"model": "random_forest", "n_estimators": 2, "epochs": 1}, digits)
+    forest = ensemble({"model": "random_forest", "n_estimators": 2, "epochs": 1}, digits)
     fit(forest, digits, epochs=1)
     forest.save(tmp_path)
-    boosting = make({"model": "gradient_boosting", "n_estimators": 2, "epochs": 1}, digits)
+    boosting = ensemble({"model": "gradient_boosting", "n_estimators": 2, "epochs": 1}, digits)
     with pytest.raises(UntrustedCheckpointError, match="GradientBoostingClassifier"):
         boosting.load(tmp_path)
     # Default-trusted but foreign to this trial: also refused.
@@ -260,7 +217,7 @@ def test_load_refuses_another_estimator(digits: Split, tmp_path: Path) -> None:
 
 
 def test_load_refuses_malformed_tree(diabetes: Split, tmp_path: Path) -> None:
-    trainable = make({"model": "random_forest", "n_estimators": 2, "epochs": 1}, diabetes)
+    trainable = ensemble({"model": "random_forest", "n_estimators": 2, "epochs": 1}, diabetes)
     fit(trainable, diabetes, epochs=1)
     assert isinstance(trainable.estimator, RandomForestRegressor)
     tree = trainable.estimator.estimators_[0].tree_
@@ -270,22 +227,25 @@ def test_load_refuses_malformed_tree(diabetes: Split, tmp_path: Path) -> None:
     tree.__setstate__({**state, "nodes": nodes})
     sio.dump(trainable.estimator, tmp_path / MODEL_FILE)
     (tmp_path / STATE_FILE).write_text(json.dumps({"epoch": 1}))
+    fresh = ensemble({"model": "random_forest", "n_estimators": 2, "epochs": 1}, diabetes)
     with pytest.raises(UntrustedCheckpointError, match="malformed tree"):
-        make({"model": "random_forest", "n_estimators": 2, "epochs": 1}, diabetes).load(tmp_path)
+        fresh.load(tmp_path)
 
 
 def test_hparams_reach_the_estimator(digits: Split) -> None:
     SklearnTrainable.set_cpu_threads(3)
     extras = {"batch_size": 32, "aug_hflip": True, "optimizer": "adam"}  # Ignored.
     hparams = {"n_estimators": 40.0, "max_depth": 4, "min_samples_leaf": 2, "seed": 9}
-    forest = make({"model": "random_forest", "epochs": 2, "lr": 0.5, **hparams, **extras}, digits)
+    forest = ensemble(
+        {"model": "random_forest", "epochs": 2, "lr": 0.5, **hparams, **extras}, digits
+    )
     assert type(forest.estimator) is RandomForestClassifier
     params = forest.estimator.get_params()
     assert params["n_jobs"] == 3
     assert (params["max_depth"], params["min_samples_leaf"]) == (4, 2)
     assert (params["random_state"], params["warm_start"]) == (9, True)
 
-    boosting = make({"model": "gradient_boosting", "epochs": 1, "lr": 0.3}, digits)
+    boosting = ensemble({"model": "gradient_boosting", "epochs": 1, "lr": 0.3}, digits)
     assert type(boosting.estimator) is GradientBoostingClassifier
     params = boosting.estimator.get_params()
     assert params["learning_rate"] == 0.3
@@ -299,11 +259,11 @@ def test_hparams_reach_the_estimator(digits: Split) -> None:
 
 
 def test_unknown_model_names_valid_ones(digits: Split) -> None:
-    with pytest.raises(ValueError, match="xgboost") as info:
-        make({"model": "xgboost", "epochs": 1}, digits)
+    with pytest.raises(HyperparameterError, match="xgboost") as info:
+        ensemble({"model": "xgboost", "epochs": 1}, digits)
     assert "random_forest" in str(info.value) and "gradient_boosting" in str(info.value)
-    with pytest.raises(ValueError, match="random_forest, gradient_boosting"):
-        make({"epochs": 1}, digits)
+    with pytest.raises(HyperparameterError, match="random_forest, gradient_boosting"):
+        ensemble({"epochs": 1}, digits)
 
 
 @pytest.mark.parametrize(
@@ -319,13 +279,13 @@ def test_unknown_model_names_valid_ones(digits: Split) -> None:
     ],
 )
 def test_invalid_hparams_rejected(digits: Split, override: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        make({"model": "random_forest", "epochs": 2, **override}, digits)
+    with pytest.raises(HyperparameterError, match=message):
+        ensemble({"model": "random_forest", "epochs": 2, **override}, digits)
 
 
 def test_epochs_required(digits: Split) -> None:
-    with pytest.raises(ValueError, match="'epochs' is required"):
-        make({"model": "random_forest"}, digits)
+    with pytest.raises(HyperparameterError, match="'epochs' is required"):
+        ensemble({"model": "random_forest"}, digits)
 
 
 def test_unknown_task_rejected() -> None:
@@ -335,7 +295,7 @@ def test_unknown_task_rejected() -> None:
 
 
 def test_empty_epoch_rejected(digits: Split) -> None:
-    trainable = make({"model": "random_forest", "epochs": 1}, digits)
+    trainable = ensemble({"model": "random_forest", "epochs": 1}, digits)
     with pytest.raises(ValueError, match="no rows"):
         trainable.train_epoch([])
     with pytest.raises(ValueError, match="no rows"):

@@ -18,67 +18,30 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from tests.datasets import diabetes_standardised, digits_images
+from tests.support.trainables import Split, diabetes_split, digits_split, fit, make
+from trainables.errors import HyperparameterError
 from trainables.protocol import DataSpec
 from trainables.torch_losses import build_loss, weight_penalty
 from trainables.torch_optim import HypergradientLR, TrainingOptimizer
 from trainables.torch_trainable import TORCH_HPARAMS, TorchTrainable
 
-BATCH_SIZE = 64
-
-
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@dataclasses.dataclass
-class Split:
-    """Train/validation arrays plus the matching DataSpec."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    spec: DataSpec
-
-
-def split(x: np.ndarray, y: np.ndarray, num_classes: int, task: str) -> Split:
-    order = np.random.default_rng(0).permutation(len(x))
-    val, train = order[: len(x) // 5], order[len(x) // 5 :]
-    spec = DataSpec(x.shape[1:], num_classes, task, num_train=len(train), num_val=len(val))
-    return Split(x[train], y[train], x[val], y[val], spec)
 
 
 @pytest.fixture(scope="module")
 def digits() -> Split:
-    x, y = digits_images()
-    return split(x.reshape(len(x), -1), y, 10, "classification")
+    return digits_split(shape=(64,))  # flat 64-pixel rows
 
 
 @pytest.fixture(scope="module")
 def diabetes() -> Split:
-    x, y, _ = diabetes_standardised()
-    return split(x, y, 0, "regression")
+    return diabetes_split(target_units=False)  # the scaled-spec test multiplies by its own std
 
 
-def batches(x: np.ndarray, y: np.ndarray, seed: int | None = None) -> list[dict[str, np.ndarray]]:
-    order = np.arange(len(x)) if seed is None else np.random.default_rng(seed).permutation(len(x))
-    return [
-        {"x": x[order[i : i + BATCH_SIZE]], "y": y[order[i : i + BATCH_SIZE]]}
-        for i in range(0, len(x), BATCH_SIZE)
-    ]
-
-
-def make(hparams: dict[str, Any], data: Split, spec: Any = None) -> TorchTrainable:
-    trainable = TorchTrainable()
-    trainable.setup({"model": "mlp", **hparams}, spec or data.spec, "cpu")
+def mlp(hparams: dict[str, Any], data: Split | Any) -> TorchTrainable:
+    """A torch MLP (unless ``hparams`` names another model) for a split or a spec."""
+    trainable: TorchTrainable = make("torch", {"model": "mlp", **hparams}, data)
     return trainable
-
-
-def train(trainable: TorchTrainable, data: Split, epochs: int) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for epoch in range(epochs):
-        metrics = trainable.train_epoch(batches(data.x_train, data.y_train, seed=epoch))
-    return metrics
 
 
 def params(trainable: TorchTrainable) -> list[torch.Tensor]:
@@ -132,7 +95,7 @@ def matrix(*values: float) -> nn.Parameter:
 def test_optimizer_class_and_group_options(
     digits: Split, hparams: dict[str, Any], cls: type, expected: dict[str, Any]
 ) -> None:
-    trainable = make({"lr": 0.02, **hparams}, digits)
+    trainable = mlp({"lr": 0.02, **hparams}, digits)
     assert type(trainable.optimizer) is cls
     weights, others = trainable.optimizer.param_groups
     for group in (weights, others):
@@ -146,7 +109,7 @@ def test_optimizer_class_and_group_options(
 
 
 def test_adagrad_accumulator_starts_at_initial_value(digits: Split) -> None:
-    trainable = make({"optimizer": "adagrad", "initial_accumulator_value": 0.3}, digits)
+    trainable = mlp({"optimizer": "adagrad", "initial_accumulator_value": 0.3}, digits)
     sums = [state["sum"] for state in trainable.optimizer.state.values()]
     assert sums and all(torch.all(s == 0.3) for s in sums)
 
@@ -169,12 +132,13 @@ def test_adagrad_accumulator_starts_at_initial_value(digits: Split) -> None:
     ],
 )
 def test_invalid_hparams_name_the_key(digits: Split, hparams: dict[str, Any], key: str) -> None:
-    with pytest.raises(ValueError, match=key):
-        make(hparams, digits)
+    with pytest.raises(HyperparameterError, match=key) as raised:
+        mlp(hparams, digits)
+    assert raised.value.key == key
 
 
 def test_nesterov_with_momentum_accepted(digits: Split) -> None:
-    trainable = make({"optimizer": "sgd", "momentum": 0.5, "nesterov": True}, digits)
+    trainable = mlp({"optimizer": "sgd", "momentum": 0.5, "nesterov": True}, digits)
     assert trainable.optimizer.param_groups[0]["nesterov"] is True
 
 
@@ -193,8 +157,8 @@ def test_torch_hparams_lists_every_key() -> None:
 
 def test_l1_drives_weights_to_zero(digits: Split) -> None:
     def near_zero(l1: float) -> int:
-        trainable = make({"hidden_layers": 0, "optimizer": "sgd", "lr": 0.5, "l1": l1}, digits)
-        train(trainable, digits, epochs=10)
+        trainable = mlp({"hidden_layers": 0, "optimizer": "sgd", "lr": 0.5, "l1": l1}, digits)
+        fit(trainable, digits, epochs=10)
         return int((trainable.model[1].weight.abs() < 1e-3).sum())
 
     # Without a penalty about 1 weight in 300 is that small by chance; L1 zeroes the weights of
@@ -206,7 +170,7 @@ def test_l1_drives_weights_to_zero(digits: Split) -> None:
 
 def test_penalties_stay_out_of_reported_loss(digits: Split) -> None:
     # lr 0 keeps the weights fixed, so the epoch mean must equal the plain loss on the same rows.
-    trainable = make({"lr": 0.0, "l1": 1.0, "l2": 1.0}, digits)
+    trainable = mlp({"lr": 0.0, "l1": 1.0, "l2": 1.0}, digits)
     rows = [{"x": digits.x_val, "y": digits.y_val}]
     train_loss = trainable.train_epoch(rows)["train_loss"]
     assert train_loss == pytest.approx(trainable.evaluate(rows)["val_loss"], rel=1e-5)
@@ -247,8 +211,8 @@ def test_l2_penalty_under_adam_is_normalised() -> None:
 
 def test_l2_and_weight_decay_differ_under_adam_but_not_plain_sgd(digits: Split) -> None:
     def fitted(hparams: dict[str, Any]) -> list[torch.Tensor]:
-        trainable = make({"hidden_units": 32, "lr": 0.01, **hparams}, digits)
-        train(trainable, digits, epochs=2)
+        trainable = mlp({"hidden_units": 32, "lr": 0.01, **hparams}, digits)
+        fit(trainable, digits, epochs=2)
         return params(trainable)
 
     plain = fitted({"optimizer": "adam"})
@@ -296,19 +260,19 @@ def test_regression_loss_values(diabetes: Split, hparams: dict[str, Any], expect
 )
 def test_loss_must_fit_task(task: str, num_classes: int, loss: str, match: str) -> None:
     spec = DataSpec((4,), num_classes, task, num_train=1, num_val=1)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(HyperparameterError, match=match):
         TorchTrainable().setup({"model": "mlp", "loss": loss}, spec, "cpu")
 
 
 def test_binary_cross_entropy_on_two_digits() -> None:
     bunch = load_digits(n_class=2)
-    data = split((bunch.data / 16.0).astype(np.float32), bunch.target, 2, "classification")
-    trainable = make({"loss": "binary_cross_entropy", "hidden_units": 16, "lr": 1e-2}, data)
+    data = Split((bunch.data / 16.0).astype(np.float32), bunch.target, 2, "classification")
+    trainable = mlp({"loss": "binary_cross_entropy", "hidden_units": 16, "lr": 1e-2}, data)
     assert trainable.model[-1].out_features == 1
-    val = batches(data.x_val, data.y_val)
+    val = data.val()
     # One logit near 0 at initialisation: the loss starts near ln 2.
     assert trainable.evaluate(val)["val_loss"] == pytest.approx(math.log(2), abs=0.1)
-    train(trainable, data, epochs=3)
+    fit(trainable, data, epochs=3)
     metrics = trainable.evaluate(val)
     assert metrics["val_accuracy"] > 0.9
     assert metrics["val_loss"] < 0.3
@@ -323,10 +287,10 @@ def test_regression_metrics_in_target_units(diabetes: Split) -> None:
     fields = {f.name: getattr(diabetes.spec, f.name) for f in dataclasses.fields(DataSpec)}
     scaled_spec = SimpleNamespace(**{**fields, "target_std": 50.0})
     hparams = {"hidden_units": 16, "lr": 1e-2, "loss": "mae"}
-    unit, scaled = make(hparams, diabetes), make(hparams, diabetes, spec=scaled_spec)
-    train(unit, diabetes, epochs=2)
-    train(scaled, diabetes, epochs=2)
-    val = batches(diabetes.x_val, diabetes.y_val)
+    unit, scaled = mlp(hparams, diabetes), mlp(hparams, scaled_spec)
+    fit(unit, diabetes, epochs=2)
+    fit(scaled, diabetes, epochs=2)
+    val = diabetes.val()
     plain, metrics = unit.evaluate(val), scaled.evaluate(val)
     assert metrics["val_loss"] == pytest.approx(plain["val_loss"])  # the loss stays standardised
     assert metrics["val_rmse"] == pytest.approx(50 * plain["val_rmse"])
@@ -342,31 +306,31 @@ def test_regression_metrics_in_target_units(diabetes: Split) -> None:
 
 def test_set_lr_is_used_and_reported(digits: Split) -> None:
     hparams = {"optimizer": "adam", "hidden_units": 32}
-    changed = make({**hparams, "lr": 1e-3}, digits)
+    changed = mlp({**hparams, "lr": 1e-3}, digits)
     changed.set_lr(0.05)
     assert changed.current_lr == 0.05
     assert all(g["lr"] == 0.05 for g in changed.optimizer.param_groups)
-    built = make({**hparams, "lr": 0.05}, digits)
-    assert train(changed, digits, epochs=1)["lr"] == 0.05
-    train(built, digits, epochs=1)
+    built = mlp({**hparams, "lr": 0.05}, digits)
+    assert fit(changed, digits, epochs=1)[-1]["lr"] == 0.05
+    fit(built, digits, epochs=1)
     assert same(params(changed), params(built))
 
     changed.set_lr(0.0)
     before = params(changed)
-    assert train(changed, digits, epochs=1)["lr"] == 0.0
+    assert fit(changed, digits, epochs=1)[-1]["lr"] == 0.0
     assert same(params(changed), before)
     with pytest.raises(ValueError, match="lr"):
         changed.set_lr(-1.0)
 
 
 def test_pbt_load_applies_current_hparams(digits: Split, tmp_path: Path) -> None:
-    source = make({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, digits)
-    train(source, digits, epochs=1)
+    source = mlp({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}, digits)
+    fit(source, digits, epochs=1)
     source.save(tmp_path / "ckpt")
     saved = torch.load(tmp_path / "ckpt" / "optimizer.pt", weights_only=True)
     assert saved["optimizer"]["param_groups"][0]["lr"] == 0.05  # what a plain load restores
 
-    mutated = make({"optimizer": "sgd", "lr": 0.01, "momentum": 0.5}, digits)
+    mutated = mlp({"optimizer": "sgd", "lr": 0.01, "momentum": 0.5}, digits)
     mutated.load(tmp_path / "ckpt")
     assert mutated.current_lr == 0.01
     for group in mutated.optimizer.param_groups:
@@ -377,15 +341,15 @@ def test_pbt_load_applies_current_hparams(digits: Split, tmp_path: Path) -> None
         assert torch.equal(
             state["momentum_buffer"], mutated_state["state"][key]["momentum_buffer"]
         )
-    assert train(mutated, digits, epochs=1)["lr"] == 0.01
+    assert fit(mutated, digits, epochs=1)[-1]["lr"] == 0.01
 
 
 def test_pbt_load_applies_adam_hparams(digits: Split, tmp_path: Path) -> None:
-    source = make({"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1}, digits)
-    train(source, digits, epochs=1)
+    source = mlp({"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1}, digits)
+    fit(source, digits, epochs=1)
     source.save(tmp_path)
     hparams = {"lr": 2e-3, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.3}
-    mutated = make({"optimizer": "adamw", **hparams}, digits)
+    mutated = mlp({"optimizer": "adamw", **hparams}, digits)
     mutated.load(tmp_path)
     weights, others = mutated.optimizer.param_groups
     for group in (weights, others):
@@ -443,10 +407,10 @@ def test_hypergradient_raises_too_small_lr(
 ) -> None:
     # Linear regression (no hidden layer) is convex: a too-small rate should grow.
     hparams = {"hidden_layers": 0, "optimizer": optimizer, "lr": 1e-5}
-    adaptive = make({**hparams, "hypergradient": True, "hyper_lr": hyper_lr}, diabetes)
-    fixed = make(hparams, diabetes)
-    adapted = train(adaptive, diabetes, epochs=3)
-    plain = train(fixed, diabetes, epochs=3)
+    adaptive = mlp({**hparams, "hypergradient": True, "hyper_lr": hyper_lr}, diabetes)
+    fixed = mlp(hparams, diabetes)
+    adapted = fit(adaptive, diabetes, epochs=3)[-1]
+    plain = fit(fixed, diabetes, epochs=3)[-1]
     assert adapted["lr"] > 100 * 1e-5
     assert adapted["lr"] == adaptive.current_lr
     assert plain["lr"] == 1e-5
@@ -455,17 +419,17 @@ def test_hypergradient_raises_too_small_lr(
 
 def test_hypergradient_checkpoint(diabetes: Split, tmp_path: Path) -> None:
     hparams = {"hidden_layers": 0, "optimizer": "sgd", "lr": 1e-5, "hypergradient": True}
-    source = make(hparams, diabetes)
-    adapted = train(source, diabetes, epochs=2)["lr"]
+    source = mlp(hparams, diabetes)
+    adapted = fit(source, diabetes, epochs=2)[-1]["lr"]
     source.save(tmp_path)
 
-    resumed = make(hparams, diabetes)  # plain resume: same lr hyperparameter, adapted rate kept
+    resumed = mlp(hparams, diabetes)  # plain resume: same lr hyperparameter, adapted rate kept
     resumed.load(tmp_path)
     assert resumed.current_lr == pytest.approx(adapted)
-    next_epoch = batches(diabetes.x_train, diabetes.y_train, seed=9)
+    next_epoch = diabetes.train(9)
     assert resumed.train_epoch(next_epoch) == source.train_epoch(next_epoch)
 
-    mutated = make({**hparams, "lr": 3e-3}, diabetes)  # PBT mutated lr: start from it
+    mutated = mlp({**hparams, "lr": 3e-3}, diabetes)  # PBT mutated lr: start from it
     mutated.load(tmp_path)
     assert mutated.current_lr == 3e-3
     mutated.set_lr(1e-2)
@@ -476,10 +440,8 @@ def test_hypergradient_checkpoint(diabetes: Split, tmp_path: Path) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_toolbox_on_cuda(digits: Split) -> None:
     hparams = {"model": "mlp", "optimizer": "adam", "lr": 1e-3, "hypergradient": True}
-    trainable = TorchTrainable()
-    trainable.setup(
-        {**hparams, "hyper_lr": 1e-6, "weight_decay": 0.01, "l1": 1e-4}, digits.spec, "cuda"
-    )
-    metrics = trainable.train_epoch(batches(digits.x_train, digits.y_train, seed=0))
+    hparams = {**hparams, "hyper_lr": 1e-6, "weight_decay": 0.01, "l1": 1e-4}
+    trainable = make("torch", hparams, digits, "cuda")
+    metrics = trainable.train_epoch(digits.train(0))
     assert math.isfinite(metrics["train_loss"]) and metrics["lr"] > 0
-    assert trainable.evaluate(batches(digits.x_val, digits.y_val))["val_accuracy"] > 0.5
+    assert trainable.evaluate(digits.val())["val_accuracy"] > 0.5

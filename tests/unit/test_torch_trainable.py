@@ -13,72 +13,23 @@ import pytest
 import torch
 from torch import nn
 
-from tests.datasets import diabetes_standardised, digits_images
+from tests.support.trainables import Split, batches, diabetes_split, digits_split, fit, make
+from trainables.errors import HyperparameterError
 from trainables.protocol import DataSpec
 from trainables.torch_models import build_torch_model
 from trainables.torch_trainable import TorchTrainable, load_torch_model
 
-DIGITS_SHAPE = (1, 8, 8)
 pytestmark = pytest.mark.usefixtures("single_thread")
-BATCH_SIZE = 64
-
-
-class Split:
-    """Train/validation arrays plus the matching DataSpec."""
-
-    def __init__(
-        self, x: np.ndarray, y: np.ndarray, spec_kwargs: dict[str, Any], shape: tuple[int, ...]
-    ) -> None:
-        rng = np.random.default_rng(0)
-        order = rng.permutation(len(x))
-        n_val = len(x) // 5
-        val, train = order[:n_val], order[n_val:]
-        self.x_train, self.y_train = x[train], y[train]
-        self.x_val, self.y_val = x[val], y[val]
-        self.spec = DataSpec(
-            input_shape=shape, num_train=len(train), num_val=len(val), **spec_kwargs
-        )
 
 
 @pytest.fixture(scope="module")
 def digits() -> Split:
-    x, y = digits_images()
-    return Split(x, y, {"num_classes": 10, "task": "classification"}, DIGITS_SHAPE)
+    return digits_split()  # (1, 8, 8) images
 
 
 @pytest.fixture(scope="module")
 def diabetes() -> Split:
-    x, y, _ = diabetes_standardised()
-    return Split(x, y, {"num_classes": 0, "task": "regression"}, (x.shape[1],))
-
-
-def batches(
-    x: np.ndarray, y: np.ndarray, seed: int | None = None, flatten: bool = False
-) -> list[dict[str, np.ndarray]]:
-    """Deterministic mini-batches; shuffled by ``seed`` when given."""
-    order = np.arange(len(x)) if seed is None else np.random.default_rng(seed).permutation(len(x))
-    if flatten:
-        x = x.reshape(len(x), -1)
-    return [
-        {"x": x[order[i : i + BATCH_SIZE]], "y": y[order[i : i + BATCH_SIZE]]}
-        for i in range(0, len(x), BATCH_SIZE)
-    ]
-
-
-def make(hparams: dict[str, Any], data: Split, device: str = "cpu") -> TorchTrainable:
-    trainable = TorchTrainable()
-    trainable.setup(hparams, data.spec, device)
-    return trainable
-
-
-def fit(trainable: TorchTrainable, data: Split, epochs: int) -> list[dict[str, float]]:
-    """Train ``epochs`` epochs; return the merged train/val metrics of each."""
-    history = []
-    for epoch in range(epochs):
-        metrics = trainable.train_epoch(batches(data.x_train, data.y_train, seed=epoch))
-        metrics.update(trainable.evaluate(batches(data.x_val, data.y_val)))
-        history.append(metrics)
-    return history
+    return diabetes_split(target_units=False)  # errors stay standardised: rmse ~1 is the mean
 
 
 class Exploit:
@@ -99,7 +50,7 @@ def _trigger() -> None:
     [("mlp", {"hidden_units": 64}), ("cnn", {"channels": 8})],
 )
 def test_models_learn_digits(digits: Split, model: str, extra: dict[str, Any]) -> None:
-    trainable = make({"model": model, "optimizer": "adam", "lr": 1e-2, **extra}, digits)
+    trainable = make("torch", {"model": model, "optimizer": "adam", "lr": 1e-2, **extra}, digits)
     history = fit(trainable, digits, epochs=4)
     assert history[-1]["val_accuracy"] > 0.85
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -109,7 +60,7 @@ def test_models_learn_digits(digits: Split, model: str, extra: dict[str, Any]) -
 
 
 def test_train_loss_decreases_every_epoch(digits: Split) -> None:
-    trainable = make({"model": "mlp", "optimizer": "adam", "lr": 1e-3}, digits)
+    trainable = make("torch", {"model": "mlp", "optimizer": "adam", "lr": 1e-3}, digits)
     losses = [m["train_loss"] for m in fit(trainable, digits, epochs=3)]
     assert losses[0] > losses[1] > losses[2]
     # Ten balanced classes: an untrained model starts near ln(10).
@@ -117,7 +68,7 @@ def test_train_loss_decreases_every_epoch(digits: Split) -> None:
 
 
 def test_train_loss_is_sample_weighted_mean(digits: Split) -> None:
-    trainable = make({"model": "mlp", "lr": 0.0}, digits)
+    trainable = make("torch", {"model": "mlp", "lr": 0.0}, digits)
     # With lr=0 the weights never move, so the epoch mean must equal the loss over all rows.
     uneven = [
         {"x": digits.x_val[:7], "y": digits.y_val[:7]},
@@ -130,7 +81,7 @@ def test_train_loss_is_sample_weighted_mean(digits: Split) -> None:
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_dropout_active_in_train_and_off_in_eval(digits: Split, model: str) -> None:
-    trainable = make({"model": model, "dropout": 0.5}, digits)
+    trainable = make("torch", {"model": model, "dropout": 0.5}, digits)
     x = torch.from_numpy(digits.x_val[:32])
     trainable.model.train()
     with torch.no_grad():
@@ -140,7 +91,7 @@ def test_dropout_active_in_train_and_off_in_eval(digits: Split, model: str) -> N
         assert torch.equal(trainable.model(x), trainable.model(x))
 
     # evaluate() itself must switch dropout off, whatever mode it finds the model in.
-    val = batches(digits.x_val, digits.y_val)
+    val = digits.val()
     trainable.model.train()
     first = trainable.evaluate(val)
     trainable.model.train()
@@ -156,7 +107,7 @@ def test_dropout_active_in_train_and_off_in_eval(digits: Split, model: str) -> N
 
 def test_sgd_optimizer_hparams(digits: Split) -> None:
     hparams = {"model": "mlp", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
-    trainable = make({**hparams, "weight_decay": 1e-4}, digits)
+    trainable = make("torch", {**hparams, "weight_decay": 1e-4}, digits)
     assert type(trainable.optimizer) is torch.optim.SGD
     groups = trainable.optimizer.param_groups
     assert all(g["lr"] == 0.05 and g["momentum"] == 0.9 for g in groups)
@@ -170,7 +121,7 @@ def test_sgd_optimizer_hparams(digits: Split) -> None:
 
 def test_adam_optimizer_hparams_ignore_momentum(digits: Split) -> None:
     hparams = {"model": "mlp", "optimizer": "adam", "lr": 3e-3, "momentum": 0.9}
-    trainable = make({**hparams, "weight_decay": 1e-5}, digits)
+    trainable = make("torch", {**hparams, "weight_decay": 1e-5}, digits)
     assert type(trainable.optimizer) is torch.optim.Adam
     group = trainable.optimizer.param_groups[0]
     assert group["lr"] == 3e-3
@@ -180,7 +131,7 @@ def test_adam_optimizer_hparams_ignore_momentum(digits: Split) -> None:
 
 def test_defaults_and_unknown_keys_ignored(digits: Split) -> None:
     extras = {"batch_size": 32, "epochs": 3, "aug_hflip": True}
-    trainable = make({"model": "mlp", **extras}, digits)
+    trainable = make("torch", {"model": "mlp", **extras}, digits)
     assert type(trainable.optimizer) is torch.optim.Adam
     group = trainable.optimizer.param_groups[0]
     assert group["lr"] == 1e-3
@@ -210,32 +161,32 @@ def test_cnn_handles_mnist_shape() -> None:
 
 
 def test_cnn_rejects_vector_input(diabetes: Split) -> None:
-    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
-        make({"model": "cnn"}, diabetes)
+    with pytest.raises(HyperparameterError, match=r"\(C, H, W\)"):
+        make("torch", {"model": "cnn"}, diabetes)
 
 
 def test_unknown_model_names_valid_ones(digits: Split) -> None:
-    with pytest.raises(ValueError, match="resnet") as info:
-        make({"model": "resnet"}, digits)
+    with pytest.raises(HyperparameterError, match="resnet") as info:
+        make("torch", {"model": "resnet"}, digits)
     assert "mlp" in str(info.value) and "cnn" in str(info.value)
-    with pytest.raises(ValueError, match="mlp, cnn"):
-        make({}, digits)
+    with pytest.raises(HyperparameterError, match="mlp, cnn"):
+        make("torch", {}, digits)
 
 
 def test_unknown_optimizer_names_valid_ones(digits: Split) -> None:
-    with pytest.raises(ValueError, match="lamb") as info:
-        make({"model": "mlp", "optimizer": "lamb"}, digits)
+    with pytest.raises(HyperparameterError, match="lamb") as info:
+        make("torch", {"model": "mlp", "optimizer": "lamb"}, digits)
     assert "sgd, adagrad, rmsprop, adam, adamw" in str(info.value)
 
 
 def test_unknown_task_rejected(digits: Split) -> None:
-    spec = DataSpec(DIGITS_SHAPE, 10, "ranking", 1, 1)
+    spec = DataSpec(digits.input_shape, 10, "ranking", 1, 1)
     with pytest.raises(ValueError, match="classification"):
         TorchTrainable().setup({"model": "mlp"}, spec, "cpu")
 
 
 def test_empty_epoch_rejected(digits: Split) -> None:
-    trainable = make({"model": "mlp"}, digits)
+    trainable = make("torch", {"model": "mlp"}, digits)
     with pytest.raises(ValueError, match="no rows"):
         trainable.train_epoch([])
     with pytest.raises(ValueError, match="no rows"):
@@ -244,9 +195,9 @@ def test_empty_epoch_rejected(digits: Split) -> None:
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_flattened_and_unflattened_inputs_agree(digits: Split, model: str) -> None:
-    trainable = make({"model": model}, digits)
-    shaped = trainable.evaluate(batches(digits.x_val, digits.y_val))
-    flat = trainable.evaluate(batches(digits.x_val, digits.y_val, flatten=True))
+    trainable = make("torch", {"model": model}, digits)
+    shaped = trainable.evaluate(digits.val())
+    flat = trainable.evaluate(digits.val(flatten=True))
     assert flat == shaped
     flat_x = digits.x_val.reshape(len(digits.x_val), -1)
     np.testing.assert_array_equal(trainable.predict(flat_x), trainable.predict(digits.x_val))
@@ -256,7 +207,7 @@ def test_flattened_and_unflattened_inputs_agree(digits: Split, model: str) -> No
 
 
 def test_predict_chunks_and_dtypes(digits: Split) -> None:
-    trainable = make({"model": "mlp"}, digits)
+    trainable = make("torch", {"model": "mlp"}, digits)
     x = np.concatenate([digits.x_train, digits.x_val])  # 1797 rows: two chunks of <= 1024
     predictions = trainable.predict(x)
     assert predictions.shape == (len(x),)
@@ -267,7 +218,7 @@ def test_predict_chunks_and_dtypes(digits: Split) -> None:
 
 
 def test_load_refuses_pickled_objects(digits: Split, tmp_path: Path) -> None:
-    trainable = make({"model": "mlp"}, digits)
+    trainable = make("torch", {"model": "mlp"}, digits)
     trainable.save(tmp_path)
     torch.save({"x": Exploit()}, tmp_path / "model.pt")
     Exploit.triggered = False
@@ -280,7 +231,7 @@ def test_load_refuses_pickled_objects(digits: Split, tmp_path: Path) -> None:
 
 def test_load_torch_model_restores_weights(digits: Split, tmp_path: Path) -> None:
     hparams = {"model": "mlp", "lr": 1e-2, "hidden_units": 32, "dropout": 0.3}
-    trainable = make(hparams, digits)
+    trainable = make("torch", hparams, digits)
     fit(trainable, digits, epochs=1)
     trainable.save(tmp_path)
     model = load_torch_model(hparams, digits.spec, tmp_path)
@@ -292,9 +243,9 @@ def test_load_torch_model_restores_weights(digits: Split, tmp_path: Path) -> Non
 
 
 def test_regression_on_diabetes(diabetes: Split) -> None:
-    trainable = make({"model": "mlp", "lr": 3e-3, "hidden_units": 32}, diabetes)
+    trainable = make("torch", {"model": "mlp", "lr": 3e-3, "hidden_units": 32}, diabetes)
     assert trainable.model(torch.zeros(2, 10)).shape == (2, 1)
-    untrained = trainable.evaluate(batches(diabetes.x_val, diabetes.y_val))["val_rmse"]
+    untrained = trainable.evaluate(diabetes.val())["val_rmse"]
     history = fit(trainable, diabetes, epochs=4)
     rmses = [untrained] + [m["val_rmse"] for m in history]
     assert all(math.isfinite(r) for r in rmses)
@@ -313,10 +264,10 @@ def test_regression_on_diabetes(diabetes: Split) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_trains_on_cuda(digits: Split) -> None:
-    trainable = make({"model": "cnn", "lr": 1e-2}, digits, device="cuda")
+    trainable = make("torch", {"model": "cnn", "lr": 1e-2}, digits, "cuda")
     assert all(p.is_cuda for p in trainable.model.parameters())
-    metrics = trainable.train_epoch(batches(digits.x_train, digits.y_train, seed=0))
-    metrics.update(trainable.evaluate(batches(digits.x_val, digits.y_val)))
+    metrics = trainable.train_epoch(digits.train(0))
+    metrics.update(trainable.evaluate(digits.val()))
     assert math.isfinite(metrics["train_loss"])
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
     assert all(p.is_cuda for p in trainable.model.parameters())
