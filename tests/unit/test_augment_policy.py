@@ -135,3 +135,59 @@ def test_a_policy_with_no_steps_returns_the_batch_untouched() -> None:
     )
     assert out["x"] is batch["x"]
     assert AugmentPolicy("image", (Step("noise", 0.1),)).is_identity is False
+
+
+#: Every transform's random stream, as recorded trials drew from it. A stream id is never
+#: renumbered or reused: a changed id silently changes the augmentation of every recorded trial.
+FULL_NAMES = [key[len("aug_") :] for key in FULL]
+RECORDED_STREAMS = {
+    **{name: stream for stream, name in enumerate(FULL_NAMES)},
+    **{"synonym": 10, "insert": 11, "swap": 12, "delete": 13},
+    **{"pitch": 14, "speed": 15, "snr_db": 16, "time_shift": 17},
+}
+
+
+def test_stream_ids_are_fixed_unique_and_those_recorded_trials_used() -> None:
+    assert {name: spec.stream for name, spec in TRANSFORMS.items()} == RECORDED_STREAMS
+    assert len({spec.stream for spec in TRANSFORMS.values()}) == len(TRANSFORMS)
+    assert list(TRANSFORMS)[: len(FULL_NAMES)] == FULL_NAMES  # image transforms, in order
+
+
+def _shear(x: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """A stand-in new transform: shifts every row by one draw (it must draw to matter)."""
+    return (x + np.float32(rng.uniform(-strength, strength))).astype(np.float32)
+
+
+def test_inserting_a_transform_at_the_front_leaves_recorded_batches_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recorded trial's augmented, shuffled batches are the same after a new transform is
+    inserted at the front of the table: streams are ids of their own, not table positions."""
+    from pipelines.augment import policy as policy_module
+    from pipelines.augment.spec import TransformSpec
+
+    recorded = {**FULL, "aug_noise_p": 0.5, "aug_cutout_p": 0.3}
+    block = _images(first_index=512)
+    where = {"seed": 7, "trial": 3, "epoch": 4}
+
+    def batches() -> dict[str, np.ndarray]:
+        policy = policy_from_hparams(recorded, "image")
+        return transform_batch(
+            block, policy=policy, featurizer=Featurizer(), shuffle=True, **where
+        )
+
+    before = batches()
+    shear = TransformSpec("shear", "image", "largest shift", 0, 1, stream=99, function=_shear)
+    table = {"shear": shear, **policy_module.TRANSFORMS}
+    monkeypatch.setattr(policy_module, "TRANSFORMS", table)
+    # The insertion moved every other transform one place on: positions as stream ids would
+    # have changed every draw below (this is what the test guards against).
+    assert list(table).index("rotate") == 1
+    after = batches()
+    for column in ("x", "y", "idx"):
+        np.testing.assert_array_equal(after[column], before[column])
+    # The new transform works, and a trial that uses it draws differently.
+    with_shear = policy_from_hparams({**recorded, "aug_shear": 0.5}, "image")
+    assert with_shear.steps[0].name == "shear"
+    sheared = transform_batch(block, policy=with_shear, featurizer=Featurizer(), **where)["x"]
+    assert not np.array_equal(sheared, before["x"])
