@@ -24,8 +24,9 @@ test: $(STAMP)  ## the default test suite, about 15 min on 2 cores (CI runs it, 
 test-slow: $(STAMP)  ## the long end-to-end runs (demo, tensorflow, text/audio sweeps, UI browser, replay, retrain, two-node cluster), about 20 min
 	$(PY) -m pytest -m slow --durations=15
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, mypy and the import contracts of the design (pyproject.toml [tool.importlinter])
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
