@@ -194,3 +194,28 @@ def test_pbt_with_a_model_based_searcher_is_rejected(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"search\.method"):
         plan_sweep(_config(tmp_path, "tpe", "pbt", PBT_SPACE))
+
+
+@pytest.mark.filterwarnings("ignore:QMCSampler is experimental")
+def test_a_new_searcher_is_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna's quasi-Monte-Carlo sampler, added as one registry entry and nothing else: it
+    plans, builds, pickles and proposes only active parameters of a conditional space."""
+    import optuna
+
+    def qmc(options: Any, ctx: registry.StrategyContext) -> Any:
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.QMCSampler(seed=ctx.seed, warn_independent_sampling=False)
+        return OptunaSearch(
+            space=ctx.searcher_space.native, sampler=sampler, metric=ctx.metric, mode=ctx.mode
+        )
+
+    entry = registry.Searcher("qmc", registry.NoOptions, qmc, "quasi-random", space_form="optuna")
+    monkeypatch.setitem(registry.SEARCHERS, "qmc", entry)
+    plan = plan_sweep(_config(tmp_path, "qmc", "asha", CONTINUOUS))
+    assert plan.searcher is entry and plan.num_samples == 4
+    searcher, _ = plan.build_strategies()
+    cloudpickle.loads(cloudpickle.dumps(searcher))
+    for i in range(4):
+        hparams = plan.resolve(searcher.suggest(f"trial_{i}"))
+        assert ("momentum" in hparams) == (hparams["optimizer"] == "sgd"), hparams
