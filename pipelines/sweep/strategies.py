@@ -14,9 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from pipelines.errors import ConfigError
+from pipelines.sweep.strategy_options import (
+    ASHAOptions,
+    GPOptions,
+    HyperbandOptions,
+    HyperOptOptions,
+    MedianOptions,
+    NoOptions,
+    PBTOptions,
+    StrategyOptions,
+    TPEOptions,
+)
 from search_spaces.spec import IntSpec, LogIntSpec, LogUniformSpec, QuantizedSpec, UniformSpec
 
 if TYPE_CHECKING:
@@ -56,68 +67,6 @@ class StrategyContext:
         return self.warm_start.points() or None if self.warm_start is not None else None
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NoOptions(_Options):
-    """A strategy without options."""
-
-
-class TPEOptions(_Options):
-    """Options of Optuna's TPE sampler, used through Ray's OptunaSearch adapter."""
-
-    n_startup_trials: int = Field(4, ge=1)
-    multivariate: bool = True
-    # With several trials in flight, pretend pending ones scored badly so TPE spreads out.
-    constant_liar: bool = True
-
-
-class GPOptions(_Options):
-    """Options of Optuna's Gaussian-process sampler."""
-
-    n_startup_trials: int = Field(4, ge=1)
-
-
-class HyperOptOptions(_Options):
-    """Options of HyperOpt's TPE, used through Ray's HyperOptSearch adapter."""
-
-    n_initial_points: int = Field(4, ge=1)
-    gamma: float = Field(0.25, gt=0, lt=1)
-
-
-class ASHAOptions(_Options):
-    """Options of asynchronous successive halving (rungs at grace_period * eta^k)."""
-
-    max_t: int | None = Field(None, ge=1)
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(3.0, gt=1)
-    brackets: int = Field(1, ge=1)
-
-
-class HyperbandOptions(_Options):
-    """Options of (synchronous) Hyperband."""
-
-    max_t: int | None = Field(None, ge=1)
-    reduction_factor: float = Field(3.0, gt=1)
-
-
-class MedianOptions(_Options):
-    """Options of the median stopping rule."""
-
-    grace_period: int = Field(1, ge=0)
-    min_samples_required: int = Field(3, ge=1)
-
-
-class PBTOptions(_Options):
-    """Options of population-based training; mutations apply to searched lr and momentum."""
-
-    perturbation_interval: int = Field(2, ge=1)
-    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
-    resample_probability: float = Field(0.25, ge=0, le=1)
-    mutate: tuple[str, ...] = ("lr", "momentum")
-
-
 @dataclass(frozen=True)
 class Strategy:
     """A registered searcher or scheduler.
@@ -133,7 +82,7 @@ class Strategy:
     """
 
     name: str
-    options: type[_Options]
+    options: type[StrategyOptions]
     factory: Callable[[Any, StrategyContext], Any]
     summary: str
     check: Callable[[Any, StrategyContext], None] | None = None
@@ -443,7 +392,7 @@ def lookup(table: dict[str, S], name: str, *, key: str) -> S:
         raise ConfigError(f"unknown name {name!r}", key=key, fix=f"use one of: {valid}") from None
 
 
-def parse_options(strategy: Strategy, options: dict[str, Any], *, key: str) -> _Options:
+def parse_options(strategy: Strategy, options: dict[str, Any], *, key: str) -> StrategyOptions:
     """Validate ``options`` for ``strategy``; unknown or ill-typed options are ConfigErrors."""
     try:
         return strategy.options.model_validate(options)
@@ -458,6 +407,6 @@ def parse_options(strategy: Strategy, options: dict[str, Any], *, key: str) -> _
         raise ConfigError(rule, key=key, fix=f"valid options: {valid}") from None
 
 
-def build(strategy: Strategy, options: _Options, ctx: StrategyContext) -> Any:
+def build(strategy: Strategy, options: StrategyOptions, ctx: StrategyContext) -> Any:
     """Build ``strategy``'s Ray object from options :func:`parse_options` validated."""
     return strategy.factory(options, ctx)
