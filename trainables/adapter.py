@@ -12,6 +12,7 @@ Tune does not retry it; any other exception propagates and Tune retries the tria
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -24,8 +25,10 @@ from search_spaces.errors import UserInputError
 from trainables import reporting
 from trainables.early_stopping import EarlyStopping, early_stopping_from_hparams
 from trainables.errors import FailedTrialError
+from trainables.function_trainable import SaveModel, TrialContext, run_training_function
 from trainables.lr_schedules import LrSchedule, schedule_from_hparams
-from trainables.protocol import BatchSource
+from trainables.metrics import ExtraMetrics, trainable_metrics
+from trainables.protocol import BatchSource, DataSpec
 from trainables.registry import TrainableInfo
 from trainables.results import (
     DIVERGED,
@@ -50,6 +53,10 @@ class TrialSettings:
         mode: ``"min"`` or ``"max"``.
         checkpoint_every: Epochs between checkpoints.
         resolve: Turns Tune's trial config into the flat dict of active hyperparameters.
+        extra_metrics: Library and user metrics computed on the validation split each epoch
+            (None: only the trainable's own).
+        save_model: Saves a model a training function hands to ``ctx.log_model`` in MLflow's
+            format (the pipeline provides it; trainables never import MLflow).
 
     """
 
@@ -58,6 +65,14 @@ class TrialSettings:
     mode: str
     checkpoint_every: int
     resolve: Callable[[dict[str, Any]], dict[str, Any]]
+    extra_metrics: ExtraMetrics | None = None
+    save_model: SaveModel | None = None
+
+    def extra_metrics_for(self, spec: DataSpec) -> ExtraMetrics | None:
+        """Return the extra metrics bound to the data's target scale."""
+        if self.extra_metrics is None:
+            return None
+        return dataclasses.replace(self.extra_metrics, target_std=spec.target_std)
 
 
 def first_non_finite(metrics: dict[str, Any]) -> str | None:
@@ -80,13 +95,33 @@ def make_trial_function(
     def run_trial(config: dict[str, Any], data: BatchSource) -> None:
         hparams = settings.resolve(config)
         try:
-            _Trial(settings, hparams, data).run()
+            if settings.info.own_loop:
+                _run_function(settings, hparams, data)
+            else:
+                _Trial(settings, hparams, data).run()
         except (FailedTrialError, UserInputError) as exc:
             # Deterministic: a retry would fail the same way. Report it and end the trial.
             reason = exc.one_line() if isinstance(exc, UserInputError) else str(exc)
             reporting.report({settings.metric: math.nan, FAILED: 1, FAILED_REASON: reason[:500]})
 
     return run_trial
+
+
+def _run_function(settings: TrialSettings, hparams: dict[str, Any], data: BatchSource) -> None:
+    """Run the user's training function: it has its own loop and reports through its context."""
+    cpus, gpus = reporting.trial_resources()
+    index = reporting.trial_index()
+    ctx = TrialContext(
+        hparams,
+        data.for_trial(hparams, trial=index, cpus=cpus),
+        data.spec,
+        metric=settings.metric,
+        device="cuda" if gpus > 0 else "cpu",
+        trial_index=index,
+        save_model=settings.save_model,
+        extra_metrics=settings.extra_metrics_for(data.spec),
+    )
+    run_training_function(settings.info.load_function(), hparams, ctx)
 
 
 class _Trial:
@@ -101,7 +136,8 @@ class _Trial:
         if hasattr(implementation, "set_cpu_threads"):
             implementation.set_cpu_threads(self.cpus)
         device_for = getattr(implementation, "device_for", None)
-        self.trainable = implementation()
+        self.extra_metrics = settings.extra_metrics_for(data.spec)
+        self.trainable = settings.info.instantiate()
         self.trainable.setup(hparams, data.spec, device_for(gpus) if device_for else "cpu")
         # Trainables without a learning rate (random forests) have nothing to schedule.
         self.schedule: LrSchedule | None = (
@@ -117,7 +153,7 @@ class _Trial:
         self._restore()
         for epoch in range(self.last_epoch + 1, self.epochs + 1):
             metrics = self._train_and_evaluate(epoch)
-            bad = first_non_finite(metrics)
+            bad = first_non_finite(self._guarded(metrics))
             if bad is not None:
                 # A diverged trial ends now and is flagged; it is never chosen as best.
                 reporting.report({**metrics, DIVERGED: 1, DIVERGED_METRIC: bad})
@@ -137,10 +173,25 @@ class _Trial:
         batches = self.data.train_batches(epoch, int(self.hparams["batch_size"]))
         metrics: dict[str, Any] = {**self.trainable.train_epoch(batches)}
         metrics.update(self.trainable.evaluate(self.data.val_batches()))
+        metrics.update(self._extra_metrics())
         metrics[EPOCH] = epoch
         if self.schedule is not None:
             self.schedule.observe(float(metrics.get("val_loss", math.nan)))
         return metrics
+
+    def _extra_metrics(self) -> dict[str, float]:
+        if self.extra_metrics is None:
+            return {}
+        return trainable_metrics(self.trainable, self.extra_metrics, self.data.val_batches())
+
+    def _guarded(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Return the metrics whose NaN/inf means divergence (the trainable's and the sweep's).
+
+        A library metric can be undefined on a split (ROC AUC with one class): not divergence.
+        """
+        extra = self.extra_metrics
+        names = () if extra is None else extra.reported_names()
+        return {k: v for k, v in metrics.items() if k not in names or k == self.settings.metric}
 
     def _should_stop_early(self, metrics: dict[str, Any], epoch: int) -> bool:
         if self.stopper is None:

@@ -20,6 +20,15 @@ class FailedTrialError(Exception):
     """
 
 
+class UserCodeError(UserInputError, FailedTrialError):
+    """The user's own code broke the trainable contract.
+
+    It does not import, has the wrong signature, raised, returned the wrong type, or never
+    reported the sweep's metric. Before a sweep (``tunepipe validate``, planning) it is a
+    user-input error (exit code 2); inside a trial it fails that trial without a retry.
+    """
+
+
 class HyperparameterError(UserInputError, FailedTrialError):
     """A hyperparameter value a trainable cannot use; names the key, the value and the fix.
 

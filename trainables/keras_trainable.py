@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from trainables.keras_optim import KerasTrainingOptimizer
 from trainables.keras_runtime import keras, limit_cpu_threads, tf
 from trainables.loss_settings import penalty_strengths
 from trainables.protocol import Batch, DataSpec, ExportedModel, require_rows
+from trainables.user_code import build_user_model
 
 MODEL_FILE = "model.weights.h5"
 OPTIMIZER_FILE = "optimizer.npz"
@@ -36,7 +37,12 @@ DEFAULT_SEED = 0
 _log = logging.getLogger(__name__)
 
 
-def load_keras_model(hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir: Path) -> Any:
+def load_keras_model(
+    hparams: Mapping[str, Any],
+    data: DataSpec,
+    checkpoint_dir: Path,
+    build: Callable[..., Any] | None = None,
+) -> Any:
     """Rebuild a model from its hyperparameters and load the weights saved by a trial.
 
     Args:
@@ -44,18 +50,29 @@ def load_keras_model(hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir:
         data: Description of the dataset the model was trained on.
         checkpoint_dir: Directory holding ``model.weights.h5`` written by
             :meth:`KerasTrainable.save`.
+        build: The user's model builder the trial used (None: the built-in models).
 
     Returns:
         The ``keras.Sequential`` with the checkpoint's weights.
 
     """
-    model = build_keras_model(hparams, data)
+    model = _build(hparams, data, build)
     model.load_weights(Path(checkpoint_dir) / MODEL_FILE)
     return model
 
 
+def _build(hparams: Mapping[str, Any], data: DataSpec, build: Callable[..., Any] | None) -> Any:
+    if build is None:
+        return build_keras_model(hparams, data)
+    return build_user_model(build, hparams, data, keras.Model, "keras.Model")
+
+
 def export_model(
-    hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir: Path, example: np.ndarray
+    hparams: Mapping[str, Any],
+    data: DataSpec,
+    checkpoint_dir: Path,
+    example: np.ndarray,
+    build: Callable[..., Any] | None = None,
 ) -> ExportedModel:
     """Return the checkpoint's model for ``mlflow.keras`` (see the trainable registry).
 
@@ -64,8 +81,8 @@ def export_model(
     model is logged in the native .keras format: architecture as JSON plus weights, loaded in
     Keras's safe mode.
     """
-    model = load_keras_model(hparams, data, checkpoint_dir)
-    example = example.astype(np.float32)
+    model = load_keras_model(hparams, data, checkpoint_dir, build=build)
+    example = example.reshape(len(example), *data.input_shape).astype(np.float32)
     outputs = np.asarray(model(example, training=False))
     return ExportedModel(model=model, signature_data=(example, outputs))
 
@@ -89,7 +106,9 @@ class KerasTrainable:
         """Return "cuda" for a trial given a GPU; :meth:`setup` warns if TensorFlow sees none."""
         return "cuda" if gpus > 0 else "cpu"
 
-    def __init__(self) -> None:
+    def __init__(self, build: Callable[..., Any] | None = None) -> None:
+        """Start empty; ``build`` is the user's model builder (None: the built-in models)."""
+        self._build = build
         self.model: Any = None
         self.training: KerasTrainingOptimizer | None = None
         self._data: DataSpec | None = None
@@ -120,7 +139,7 @@ class KerasTrainable:
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(hparams.get("seed", DEFAULT_SEED)))
         self._data = data
-        self.model = build_keras_model(hparams, data)
+        self.model = _build(hparams, data, self._build)
         weights, others = split_weights(self.model)
         self.training = KerasTrainingOptimizer(hparams, weights, others)
         self._train_step = self._compile_train_step(weights, l1, l2)
@@ -247,6 +266,16 @@ class KerasTrainable:
             "val_mae": means[2] * scale,
         }
 
+    def _outputs(self, x: np.ndarray) -> Iterator[Any]:
+        """Yield the model's outputs in inference mode, :data:`PREDICT_CHUNK` rows at a time."""
+        model, _ = self._parts()
+        shape = tuple(self._spec.input_shape)
+        for start in range(0, len(x), PREDICT_CHUNK):
+            inputs = tf.reshape(
+                tf.convert_to_tensor(x[start : start + PREDICT_CHUNK], tf.float32), (-1, *shape)
+            )
+            yield model(inputs, training=False)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predict in inference mode, in chunks of :data:`PREDICT_CHUNK` rows.
 
@@ -255,18 +284,31 @@ class KerasTrainable:
             standardised units) for regression; shape ``(n,)``.
 
         """
-        model, _ = self._parts()
-        shape = tuple(self._spec.input_shape)
         chunks = []
-        for start in range(0, len(x), PREDICT_CHUNK):
-            inputs = tf.reshape(
-                tf.convert_to_tensor(x[start : start + PREDICT_CHUNK], tf.float32), (-1, *shape)
-            )
-            outputs = model(inputs, training=False)
+        for outputs in self._outputs(x):
             values = predicted_classes(outputs) if self._is_classification else outputs[:, 0]
             chunks.append(values.numpy())
         if not chunks:
             return np.empty((0,), dtype=np.int64 if self._is_classification else np.float32)
+        return np.concatenate(chunks)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Return class probabilities ``(n, classes)``, or predictions ``(n,)`` for regression.
+
+        What the validation-split metric library reads (:mod:`trainables.metrics`).
+        """
+        chunks = []
+        for raw in self._outputs(x):
+            outputs = tf.cast(raw, tf.float32)
+            if not self._is_classification:
+                chunks.append(outputs[:, 0].numpy())
+            elif outputs.shape[1] == 1:
+                positive = tf.sigmoid(outputs[:, 0]).numpy()
+                chunks.append(np.stack([1 - positive, positive], axis=1))
+            else:
+                chunks.append(tf.nn.softmax(outputs, axis=1).numpy())
+        if not chunks:
+            return np.empty((0,), dtype=np.float32)
         return np.concatenate(chunks)
 
     def save(self, directory: Path) -> None:

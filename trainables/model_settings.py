@@ -19,7 +19,7 @@ from typing import Any
 
 from trainables.errors import HyperparameterError
 from trainables.loss_settings import check_task, is_binary
-from trainables.protocol import DataSpec
+from trainables.protocol import BuildSpec, DataSpec
 
 MODELS = ("mlp", "cnn")
 DEFAULT_DROPOUT = 0.0
@@ -124,4 +124,15 @@ def model_settings(hparams: Mapping[str, Any], data: DataSpec) -> ModelSettings:
         channels=_positive_int(hparams, "channels", DEFAULT_CHANNELS),
         dropout=_dropout_rate(hparams),
         outputs=output_size(data, hparams),
+    )
+
+
+def build_spec(data: DataSpec, hparams: Mapping[str, Any]) -> BuildSpec:
+    """Return what a user's model builder is told about the data for these hyperparameters."""
+    return BuildSpec(
+        input_shape=tuple(data.input_shape),
+        num_outputs=output_size(data, hparams),
+        num_classes=data.num_classes,
+        task=data.task,
+        modality=data.modality,
     )

@@ -11,6 +11,8 @@ nothing here imports the pipeline.
 Two optional static methods of an implementation class tune how a trial runs it:
 ``set_cpu_threads(cpus)`` sizes the framework's thread pools to the trial's CPUs, and
 ``device_for(gpus) -> str`` picks the device for a trial given its GPU share (default ``"cpu"``).
+An optional ``scores(x) -> array`` (class probabilities, or predictions for regression) lets
+the metric library (:mod:`trainables.metrics`) compute F1, ROC AUC or R² on the validation split.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class DataSpec:
         num_val: Rows in the validation split.
         target_std: Regression targets arrive standardised; multiply errors by this to report
             them in the target's own units (1.0 for classification).
+        modality: ``"image"``, ``"tabular"``, ``"text"`` or ``"audio"``.
 
     """
 
@@ -47,6 +50,28 @@ class DataSpec:
     num_train: int
     num_val: int
     target_std: float = 1.0
+    modality: str = "tabular"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What a user's model builder is told about the data: ``build(hp, spec) -> model``.
+
+    Attributes:
+        input_shape: Shape of one example, as the model receives it (batch dimension first).
+        num_outputs: Outputs the model must produce: one logit per class (one for a binary
+            loss), or one value for regression.
+        num_classes: Number of classes; 0 for regression.
+        task: ``"classification"`` or ``"regression"``.
+        modality: ``"image"``, ``"tabular"``, ``"text"`` or ``"audio"``.
+
+    """
+
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    num_classes: int
+    task: str
+    modality: str
 
 
 @runtime_checkable
@@ -77,6 +102,9 @@ class TrialBatches(Protocol):
 
     def val_batches(self) -> Iterable[Batch]:
         """Return the validation split in order, never augmented."""
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``(x_train, y_train, x_val, y_val)`` whole, in order, never augmented."""
 
 
 class BatchSource(Protocol):

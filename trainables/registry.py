@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +49,20 @@ class TrainableInfo:
             :class:`~trainables.protocol.ExportedModel`; None: the best model cannot be
             registered (a sweep that asks for it is refused before it starts).
         mlflow_flavor: The ``mlflow.<flavor>`` module that logs and loads the exported model.
+        builder: The user's model builder, ``"module:function"`` or the function itself, that
+            the implementation trains instead of its built-in models (None: the built-ins).
+        search_path: Folder the user's module is imported from (the config file's folder, or
+            the working directory), put on ``sys.path`` in the trial too; None: installed.
+        user_code: The entry runs the user's code, which reads hyperparameters of its own:
+            any key is accepted.
+        required_hparams: Hyperparameters every sweep must fix or search.
+        own_loop: The user's training function runs its own loop and reports itself (the
+            adapter gives it a context instead of driving an epoch loop); ``builder`` names it.
 
     """
 
     framework: str
-    implementation: str
+    implementation: str | type[Any]
     models: tuple[str, ...]
     hparams: frozenset[str]
     metrics: dict[str, tuple[str, ...]]
@@ -61,6 +71,11 @@ class TrainableInfo:
     packages: tuple[str, ...] = ()
     exporter: str | None = None
     mlflow_flavor: str | None = None
+    builder: Any = None
+    search_path: str | None = None
+    user_code: bool = False
+    required_hparams: tuple[str, ...] = ("epochs", "batch_size")
+    own_loop: bool = False
 
     def missing_modules(self) -> list[str]:
         """Return the required modules that are not installed (found without importing them)."""
@@ -69,6 +84,30 @@ class TrainableInfo:
     def load_class(self) -> type[Any]:
         """Import and return the implementation class (the framework import happens here)."""
         return self._load(self.implementation)  # type: ignore[no-any-return]
+
+    def reference(self) -> str | None:
+        """Return the user's code as ``module:attribute``, to import it again (a replay).
+
+        None for a bundled model, or an object defined in ``__main__`` (a notebook's).
+        """
+        code = self.builder if self.builder is not None else self.implementation
+        if not self.user_code:
+            return None
+        if isinstance(code, str):
+            return code
+        module = getattr(code, "__module__", "__main__")
+        return None if module == "__main__" else f"{module}:{code.__qualname__}"
+
+    def load_function(self) -> Callable[..., Any]:
+        """Return the user's training function (an ``own_loop`` entry's ``builder``)."""
+        return self._load(self.builder)  # type: ignore[no-any-return]
+
+    def instantiate(self) -> Any:
+        """Return a new implementation instance, given the user's builder if there is one."""
+        implementation = self.load_class()
+        if self.builder is None:
+            return implementation()
+        return implementation(build=self._load(self.builder))
 
     @property
     def can_export(self) -> bool:
@@ -87,9 +126,16 @@ class TrainableInfo:
         if self.exporter is None:
             raise NotImplementedError(f"the {self.framework} trainable cannot export a model")
         export: Callable[..., ExportedModel] = self._load(self.exporter)
-        return export(hparams, spec, checkpoint_dir, example)
+        build = None if self.builder is None else self._load(self.builder)
+        return export(hparams, spec, checkpoint_dir, example, build=build)
 
-    def _load(self, target: str) -> Any:
+    def _load(self, target: Any) -> Any:
+        """Import ``"module:attribute"`` (an object passed in from Python is used as it is)."""
+        if not isinstance(target, str):
+            return target
+        if self.search_path is not None and self.search_path not in sys.path:
+            # The user's module lives beside the config, not in an installed package.
+            sys.path.insert(0, self.search_path)
         module_name, attribute = target.split(":")
         try:
             module = importlib.import_module(module_name)
@@ -99,9 +145,9 @@ class TrainableInfo:
             ) from exc
         return getattr(module, attribute)
 
-    def accepted_hparams(self) -> frozenset[str]:
-        """Return every hyperparameter key a trial of this framework accepts."""
-        return self.hparams | LOOP_HPARAMS
+    def accepted_hparams(self) -> frozenset[str] | None:
+        """Return every hyperparameter key a trial accepts; None: any (user code reads its own)."""
+        return None if self.user_code else self.hparams | LOOP_HPARAMS
 
 
 #: The neural-network keys: torch and Keras read every one of them with the same meaning
@@ -164,6 +210,21 @@ TRAINABLES: dict[str, TrainableInfo] = {
         packages=("scikit-learn", "skops"),
         exporter="trainables.sklearn_trainable:export_model",
         mlflow_flavor="sklearn",
+    ),
+    # The user's training function, train(hp, ctx): picked by trainable.target, never by name
+    # alone. It reports what it likes (its metrics are found by a dry run before the sweep)
+    # and hands its model to ctx.log_model; "epochs" bounds its reports (the schedulers'
+    # horizon).
+    "function": TrainableInfo(
+        framework="function",
+        implementation="trainables.function_trainable:TrialContext",
+        models=(),
+        hparams=frozenset(),
+        metrics={},
+        install_hint="set trainable.target to the training function, package.module:function",
+        user_code=True,
+        required_hparams=("epochs",),
+        own_loop=True,
     ),
 }
 

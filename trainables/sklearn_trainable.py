@@ -318,7 +318,11 @@ def _check_tree_nodes(tree: Any, n_features: int) -> None:
 
 
 def export_model(
-    hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir: Path, example: np.ndarray
+    hparams: Mapping[str, Any],
+    data: DataSpec,
+    checkpoint_dir: Path,
+    example: np.ndarray,
+    build: Any = None,
 ) -> ExportedModel:
     """Return the checkpoint's estimator for ``mlflow.sklearn`` (see the trainable registry).
 
@@ -488,6 +492,19 @@ class SklearnTrainable:
         if len(x) == 0:  # scikit-learn rejects an empty matrix.
             return np.empty((0,), dtype=dtype)
         return np.asarray(estimator.predict(to_features(x))).astype(dtype)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Return class probabilities ``(n, classes)``, or predictions ``(n,)`` for regression.
+
+        What the validation-split metric library reads (:mod:`trainables.metrics`).
+        """
+        if len(x) == 0:
+            return np.empty((0,), dtype=np.float64)
+        features = to_features(x)
+        if self._is_classification:
+            return self._probabilities(features)
+        estimator, _, _ = self._parts()
+        return np.asarray(estimator.predict(features), dtype=np.float64)
 
     def save(self, directory: Path) -> None:
         """Write the estimator (its trees and random state) and the epoch count.

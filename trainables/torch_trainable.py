@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from trainables.torch_losses import (
 )
 from trainables.torch_models import MODEL_HPARAMS, build_torch_model, split_weights
 from trainables.torch_optim import OPTIMIZER_HPARAMS, TrainingOptimizer
+from trainables.user_code import build_user_model
 
 MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -38,6 +39,7 @@ def load_torch_model(
     data: DataSpec,
     checkpoint_dir: Path,
     device: str = "cpu",
+    build: Callable[..., Any] | None = None,
 ) -> nn.Module:
     """Rebuild a model from its hyperparameters and load the weights saved by a trial.
 
@@ -46,26 +48,58 @@ def load_torch_model(
         data: Description of the dataset the model was trained on.
         checkpoint_dir: Directory holding ``model.pt`` written by :meth:`TorchTrainable.save`.
         device: Where to place the model.
+        build: The user's model builder the trial used (None: the built-in models).
 
     Returns:
         The model with the checkpoint's weights, on ``device``, in eval mode.
 
     """
-    model = build_torch_model(hparams, data)
+    model = _build(hparams, data, build)
     model.load_state_dict(_load_state(Path(checkpoint_dir) / MODEL_FILE, torch.device(device)))
     return model.to(device).eval()
 
 
+def _build(
+    hparams: Mapping[str, Any], data: DataSpec, build: Callable[..., Any] | None
+) -> nn.Module:
+    if build is None:
+        return build_torch_model(hparams, data)
+    model: nn.Module = build_user_model(build, hparams, data, nn.Module, "torch.nn.Module")
+    if any(nn.parameter.is_lazy(p) for p in model.parameters()):
+        # Lazy layers (LazyLinear) learn their sizes from a first batch; the optimiser and the
+        # weight penalties need them now.
+        was_training = model.training
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *data.input_shape))
+        model.train(was_training)
+    return model
+
+
 def export_model(
-    hparams: Mapping[str, Any], data: DataSpec, checkpoint_dir: Path, example: np.ndarray
+    hparams: Mapping[str, Any],
+    data: DataSpec,
+    checkpoint_dir: Path,
+    example: np.ndarray,
+    build: Callable[..., Any] | None = None,
 ) -> ExportedModel:
     """Return the checkpoint's model for ``mlflow.pytorch`` (see the trainable registry)."""
-    # pt2 (torch.export) loads back without unpickling our classes, unlike "pickle".
+    # pt2 (torch.export) loads back without unpickling any class, ours or the user's, unlike
+    # "pickle"; the example is shaped as the model receives its input.
     return ExportedModel(
-        model=load_torch_model(hparams, data, checkpoint_dir),
+        model=load_torch_model(hparams, data, checkpoint_dir, build=build),
         options={"serialization_format": "pt2"},
-        input_example=example.astype(np.float32),
+        input_example=example.reshape(len(example), *data.input_shape).astype(np.float32),
     )
+
+
+def _to_scores(outputs: torch.Tensor, classification: bool) -> torch.Tensor:
+    """Probabilities per class (a one-logit binary model gets two columns), or the values."""
+    if not classification:
+        return outputs[:, 0]
+    if outputs.shape[1] == 1:
+        positive = torch.sigmoid(outputs[:, 0])
+        return torch.stack([1 - positive, positive], dim=1)
+    return torch.softmax(outputs, dim=1)
 
 
 def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
@@ -98,7 +132,9 @@ class TorchTrainable:
         """Return "cuda" when the trial was given a GPU and CUDA is usable, else "cpu"."""
         return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
 
-    def __init__(self) -> None:
+    def __init__(self, build: Callable[..., Any] | None = None) -> None:
+        """Start empty; ``build`` is the user's model builder (None: the built-in models)."""
+        self._build = build
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._training: TrainingOptimizer | None = None
@@ -129,7 +165,7 @@ class TorchTrainable:
         self._data = data
         # Seeding right before construction makes the initial weights a function of the seed only.
         torch.manual_seed(int(hparams.get("seed", DEFAULT_SEED)))
-        self.model = build_torch_model(hparams, data).to(self._device)
+        self.model = _build(hparams, data, self._build).to(self._device)
         self._weights, others = split_weights(self.model.parameters())
         self._training = TrainingOptimizer(hparams, self._weights, others)
         self.optimizer = self._training.optimizer
@@ -290,6 +326,22 @@ class TorchTrainable:
         if not chunks:
             dtype = np.int64 if self._is_classification else np.float32
             return np.empty((0,), dtype=dtype)
+        return torch.cat(chunks).cpu().numpy()
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Return class probabilities ``(n, classes)``, or predictions ``(n,)`` for regression.
+
+        What the validation-split metric library reads (:mod:`trainables.metrics`).
+        """
+        model, _ = self._parts()
+        model.eval()
+        chunks: list[torch.Tensor] = []
+        with torch.inference_mode():
+            for start in range(0, len(x), PREDICT_CHUNK):
+                outputs = model(self._to_inputs(x[start : start + PREDICT_CHUNK])).float()
+                chunks.append(_to_scores(outputs, self._is_classification))
+        if not chunks:
+            return np.empty((0,), dtype=np.float32)
         return torch.cat(chunks).cpu().numpy()
 
     def save(self, directory: Path) -> None:
