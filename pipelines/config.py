@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.errors import ConfigError
 from pipelines.overrides import apply_overrides
@@ -55,12 +55,28 @@ class DataConfig(_Section):
 
 
 class TrainableConfig(_Section):
-    """Which trainable runs each trial, its fixed hyperparameters and its search space."""
+    """Which trainable runs each trial, its fixed hyperparameters and its search space.
 
-    framework: str = "torch"
-    model: str
+    Either a bundled ``model`` of ``framework``, or the user's own code as ``target``
+    (``package.module:attribute``, see :mod:`trainables.targets`): a model builder for
+    ``framework: torch`` or ``tensorflow``, a training function, or a trainable class.
+    """
+
+    framework: str | None = None
+    model: str | None = None
+    target: str | None = None
     search_space: Path
     params: dict[str, Scalar] = Field(default_factory=dict)
+    # Metrics computed on the validation split beyond the trainable's own: library names
+    # (val_f1_macro, val_roc_auc, val_r2, ...) or the user's functions as module:function.
+    metrics: list[str] = Field(default_factory=list)
+
+    @property
+    def framework_name(self) -> str:
+        """The framework: as set, torch for a bundled model, else a label for the user's code."""
+        if self.framework is not None:
+            return self.framework
+        return "torch" if self.target is None else "custom"
 
 
 class SearchConfig(_Section):
@@ -95,6 +111,36 @@ class FaultToleranceConfig(_Section):
     max_failures: int = Field(2, ge=0)
     checkpoint_every: int = Field(1, ge=1)
     checkpoints_to_keep: int = Field(2, ge=1)
+
+
+class RuntimeConfig(_Section):
+    """How the user's code and packages reach every node: a Ray runtime environment.
+
+    ``working_dir`` (a folder uploaded to every node and made the trials' working directory),
+    ``py_modules`` (folders of Python packages or modules put on the workers' path) and ``pip``
+    (packages installed for the sweep's workers). Empty: every node imports what its own
+    environment has, plus the user's module beside the config on a single machine.
+    """
+
+    working_dir: Path | None = None
+    py_modules: list[Path] = Field(default_factory=list)
+    pip: list[str] = Field(default_factory=list)
+
+    @property
+    def ships_code(self) -> bool:
+        """Whether the runtime environment carries the user's code to the nodes."""
+        return self.working_dir is not None or bool(self.py_modules)
+
+    def ray_runtime_env(self) -> dict[str, Any] | None:
+        """Return the ``runtime_env`` for ``ray.init`` (None when nothing is set)."""
+        env: dict[str, Any] = {}
+        if self.working_dir is not None:
+            env["working_dir"] = str(self.working_dir)
+        if self.py_modules:
+            env["py_modules"] = [str(path) for path in self.py_modules]
+        if self.pip:
+            env["pip"] = list(self.pip)
+        return env or None
 
 
 class StorageConfig(_Section):
@@ -136,10 +182,34 @@ class ExperimentConfig(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     fault_tolerance: FaultToleranceConfig = FaultToleranceConfig()
     retrain: RetrainConfig = RetrainConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
     # Factories, not instances: the default paths read TUNEPIPE_HOME when a config is loaded.
     storage: StorageConfig = Field(default_factory=StorageConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_defaults(cls, data: Any) -> Any:
+        """Fill the defaults that depend on other keys, before validation.
+
+        ``trainable.framework`` is torch for a bundled model (a user's target names its own),
+        and ``metric: module:function`` becomes the name it is reported under
+        (``val_<function>``), the reference going to ``trainable.metrics``.
+        """
+        trainable = data.get("trainable") if isinstance(data, dict) else None
+        if not isinstance(trainable, dict):
+            return data
+        if trainable.get("target") is None and trainable.get("framework") is None:
+            trainable = {**trainable, "framework": "torch"}
+        metric = data.get("metric")
+        if isinstance(metric, str) and ":" in metric:
+            metrics = list(trainable.get("metrics") or [])
+            if metric not in metrics:
+                metrics.append(metric)
+            trainable = {**trainable, "metrics": metrics}
+            data = {**data, "metric": f"val_{metric.rpartition(':')[2]}"}
+        return {**data, "trainable": trainable}
 
     @property
     def experiment_name(self) -> str:
@@ -192,12 +262,38 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
 
     """
     path = Path(path)
-    raw = apply_overrides(read_yaml_mapping(path), overrides or {}, source=path)
+    return config_from_mapping(read_yaml_mapping(path), overrides, source=path)
+
+
+def config_from_mapping(
+    raw: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+    *,
+    source: Path | None = None,
+    base: Path | None = None,
+) -> ExperimentConfig:
+    """Validate an experiment config given as a mapping (a notebook's dict, a parsed file).
+
+    Args:
+        raw: The config, as the YAML file would hold it.
+        overrides: Dotted keys to replace, e.g. ``{"search.num_samples": 8}``.
+        source: The file it came from (named in errors; relative paths resolve against its
+            folder), or None for a config built in Python.
+        base: The folder relative paths resolve against when there is no source (default: the
+            working directory).
+
+    Raises:
+        ConfigError: With the key, rule and fix, for any invalid input.
+
+    """
+    where = source if source is not None else "config"
+    raw = apply_overrides(raw, overrides or {}, source=where)
     try:
-        config = ExperimentConfig.model_validate({**raw, "source": path})
+        config = ExperimentConfig.model_validate({**raw, "source": source})
     except ValidationError as exc:
-        raise _first_error(exc, path) from None
-    return _resolve_paths(config, path.parent)
+        raise _first_error(exc, where) from None
+    folder = source.parent if source is not None else (base or Path.cwd())
+    return _resolve_paths(config, folder)
 
 
 def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
@@ -208,7 +304,15 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
     data = config.data
     if data.path is not None and not data.path.is_absolute():
         data = data.model_copy(update={"path": (base / data.path).resolve()})
-    return config.model_copy(update={"trainable": trainable, "data": data})
+    runtime = config.runtime.model_copy(
+        update={
+            "working_dir": None
+            if config.runtime.working_dir is None
+            else (base / config.runtime.working_dir).resolve(),
+            "py_modules": [(base / path).resolve() for path in config.runtime.py_modules],
+        }
+    )
+    return config.model_copy(update={"trainable": trainable, "data": data, "runtime": runtime})
 
 
 def _resolve_search_space(path: Path, base: Path) -> Path:
@@ -223,7 +327,7 @@ def _resolve_search_space(path: Path, base: Path) -> Path:
     return named if named.exists() else candidate
 
 
-def _first_error(exc: ValidationError, source: Path) -> ConfigError:
+def _first_error(exc: ValidationError, source: Path | str) -> ConfigError:
     """Turn pydantic's first error into a one-line ConfigError with a fix."""
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])

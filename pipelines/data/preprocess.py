@@ -60,6 +60,7 @@ class Prepared:
             num_train=len(self.y_train),
             num_val=len(self.y_val),
             target_std=self.target_std,
+            modality=self.modality,
         )
 
     def synonym_table(self) -> Any:

@@ -161,6 +161,14 @@ class SweepData:
             batch_size=batch_size, batch_format="numpy"
         )
 
+    def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the whole training split as model inputs, in order, without augmentation."""
+        blocks = list(self.train.iter_batches(batch_size=None, batch_format="numpy"))
+        if not blocks:
+            return np.empty((0,)), np.empty((0,))
+        x = np.concatenate([self.featurizer(np.asarray(b["x"])) for b in blocks])
+        return x, np.concatenate([np.asarray(b["y"]) for b in blocks])
+
     def val_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the whole validation split as arrays (for scoring a registered model)."""
         batches = list(self.val_batches())
@@ -191,6 +199,10 @@ class TrialStream:
     def val_batches(self) -> Iterator[Batch]:
         """Stream the validation split in order, without augmentation."""
         return self.data.val_batches()
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return both splits whole, in order, featurised and without augmentation."""
+        return (*self.data.train_arrays(), *self.data.val_arrays())
 
 
 def rebatch(blocks: Iterable[Batch], batch_size: int) -> Iterator[Batch]:

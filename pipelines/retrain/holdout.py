@@ -8,6 +8,7 @@ sweep's validation metric meant, for torch, Keras and scikit-learn alike.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from collections.abc import Iterator
@@ -15,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.sweep.plan import SweepPlan
 from pipelines.tracking import queries, schema
+from pipelines.tracking.saved_models import predict_saved_model
 from trainables.adapter import CHECKPOINT_META
+from trainables.function_trainable import MODEL_FOLDER
+from trainables.metrics import from_predictions, prediction_metric, trainable_metrics
 from trainables.protocol import Batch, DataSpec
-from trainables.registry import get_trainable_info
 
 
 def holdout_batches(x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> Iterator[Batch]:
@@ -30,7 +34,7 @@ def holdout_batches(x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> Ite
 def score_sweep_model(
     tracking_uri: str,
     run_id: str,
-    framework: str,
+    plan: SweepPlan,
     spec: DataSpec,
     x: np.ndarray,
     y: np.ndarray,
@@ -43,11 +47,20 @@ def score_sweep_model(
             class count), as the framework reports it.
 
     """
+    info, metric = plan.info, plan.config.metric
     with tempfile.TemporaryDirectory(prefix="tunepipe-holdout-") as folder:
         local = queries.download(tracking_uri, run_id, schema.BEST_CHECKPOINT, Path(folder))
+        if info.own_loop:
+            # A training function's model is the one it handed to ctx.log_model.
+            scores = predict_saved_model(local / MODEL_FOLDER, x)
+            name = prediction_metric(metric, plan.extra_metrics) or metric
+            return {metric: from_predictions(name, y, scores, spec.task, spec.target_std)}
         hparams = json.loads((local / CHECKPOINT_META).read_text())["hparams"]
-        trainable = get_trainable_info(framework).load_class()()
+        trainable = info.instantiate()
         trainable.setup(hparams, spec, "cpu")
         trainable.load(local)
-        metrics: dict[str, float] = trainable.evaluate(holdout_batches(x, y))
+        metrics: dict[str, float] = dict(trainable.evaluate(holdout_batches(x, y)))
+        if plan.extra_metrics is not None:
+            extra = dataclasses.replace(plan.extra_metrics, target_std=spec.target_std)
+            metrics.update(trainable_metrics(trainable, extra, holdout_batches(x, y)))
     return metrics

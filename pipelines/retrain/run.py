@@ -31,7 +31,7 @@ from typing import Any
 
 from pipelines.config import ExperimentConfig, load_config
 from pipelines.data import Prepared, prepare_arrays
-from pipelines.errors import DataError
+from pipelines.errors import ConfigError, DataError
 from pipelines.retrain.lock import EXIT_BUSY, RetrainBusy, experiment_lock
 from pipelines.retrain.rules import decide, retrain_config
 from pipelines.sweep.plan import SweepPlan, plan_sweep
@@ -39,6 +39,7 @@ from pipelines.tracking import champion, queries, schema
 from pipelines.tracking.champion import Decision
 from pipelines.tracking.client import experiment_id
 from pipelines.tracking.queries import ModelVersionRecord
+from trainables.metrics import prediction_metric
 
 __all__ = ["EXIT_BUSY", "RetrainBusy", "RetrainOutcome", "run_retrain"]
 
@@ -106,6 +107,13 @@ def run_retrain(
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, overrides)
     plan = plan_sweep(retrain_config(config))  # every input error first, and the only plan
+    if plan.info.own_loop and prediction_metric(plan.config.metric, plan.extra_metrics) is None:
+        raise ConfigError(
+            f"a training function's model is judged on the holdout from its predictions, and "
+            f"{plan.config.metric!r} cannot be computed from predictions",
+            key="metric",
+            fix="use val_accuracy, val_rmse, val_mae, a library metric or a module:function",
+        )
     with experiment_lock(plan.config.experiment_name):
         return _Retrain(plan, force, address, progress, on_stage or (lambda _: None)).run()
 
@@ -224,7 +232,7 @@ class _Retrain:
         metrics = score_sweep_model(
             self.uri,
             run_id,
-            self.config.trainable.framework,
+            self.plan,
             prepared.spec(),
             prepared.x_holdout,
             prepared.y_holdout,

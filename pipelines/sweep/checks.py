@@ -6,47 +6,99 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 from pipelines.augment.policy import hparam_keys as augment_hparam_keys
 from pipelines.config import ExperimentConfig
 from pipelines.errors import ConfigError
 from pipelines.sweep import strategies
 from pipelines.sweep.strategies import Scheduler, Searcher
 from search_spaces import SearchSpace
+from trainables.metrics import library_names, reported_name, unknown_metrics
 from trainables.registry import TRAINABLES, TrainableInfo
-
-#: Hyperparameters every sweep must fix or search.
-REQUIRED_HPARAMS = ("epochs", "batch_size")
+from trainables.targets import BUILDER_FRAMEWORKS, resolve_target
 
 
-def trainable_info(config: ExperimentConfig) -> TrainableInfo:
+def trainable_info(
+    config: ExperimentConfig, target: Any = None, search_paths: Sequence[Path] | None = None
+) -> TrainableInfo:
     """Return the config's trainable entry, checking it is installed and builds the model.
+
+    Args:
+        config: The experiment config.
+        target: The user's trainable passed from Python (a function or class); None: the
+            config's ``trainable.target``, if any, else a bundled model.
+        search_paths: Where the user's module is looked for (default: the config file's
+            folder, then the working directory).
 
     Raises:
         ConfigError: For an unknown framework or model, or a framework that is not installed.
+        UserCodeError: For a user's target that does not resolve (see trainables.targets).
 
     """
-    framework = config.trainable.framework
-    if framework not in TRAINABLES:
-        raise ConfigError(
-            f"unknown framework {framework!r}",
-            key="trainable.framework",
-            fix=f"use one of: {', '.join(TRAINABLES)}",
-        )
+    section = config.trainable
+    target = target if target is not None else section.target
+    if target is not None:
+        if section.model is not None:
+            raise ConfigError(
+                "trainable.model names a bundled model, trainable.target the user's own",
+                key="trainable.model",
+                fix="keep one of the two",
+            )
+        base = section.framework if section.framework in BUILDER_FRAMEWORKS else None
+        if base is not None:
+            _check_installed(TRAINABLES[base])
+            # The framework's runtime settings (TensorFlow's logging, for one) come before the
+            # user's module imports the framework itself.
+            TRAINABLES[base].load_class()
+        paths = _search_paths(config) if search_paths is None else list(search_paths)
+        info = resolve_target(target, section.framework, paths)
+        if config.runtime.ships_code:
+            # The runtime environment carries the code to every node: the workers import it
+            # from there, never from a path that exists only on this machine.
+            info = dataclasses.replace(info, search_path=None)
+        return info
+    framework = section.framework_name
+    bundled = [name for name, entry in TRAINABLES.items() if not entry.user_code]
+    if framework not in bundled:
+        fix = f"use one of: {', '.join(bundled)}"
+        if framework in TRAINABLES:  # "function": a training function needs its target
+            fix = "set trainable.target to your training function, package.module:function"
+        raise ConfigError(f"unknown framework {framework!r}", key="trainable.framework", fix=fix)
     info = TRAINABLES[framework]
-    missing = info.missing_modules()
-    if missing:  # found now, not as the same ImportError in every trial
+    _check_installed(info)
+    if section.model is None:
         raise ConfigError(
-            f"the {framework} trainable needs {', '.join(missing)}, which is not installed",
-            key="trainable.framework",
-            fix=info.install_hint,
+            "required key is missing",
+            key="trainable.model",
+            fix=f"add it ({', '.join(info.models)}), or set trainable.target to your own model",
         )
-    if config.trainable.model not in info.models:
+    if section.model not in info.models:
         raise ConfigError(
-            f"unknown {framework} model {config.trainable.model!r}",
+            f"unknown {framework} model {section.model!r}",
             key="trainable.model",
             fix=f"use one of: {', '.join(info.models)}",
         )
     return info
+
+
+def _check_installed(info: TrainableInfo) -> None:
+    missing = info.missing_modules()
+    if missing:  # found now, not as the same ImportError in every trial
+        raise ConfigError(
+            f"the {info.framework} trainable needs {', '.join(missing)}, which is not installed",
+            key="trainable.framework",
+            fix=info.install_hint,
+        )
+
+
+def _search_paths(config: ExperimentConfig) -> list[Path]:
+    """Where the user's module is looked for first: the config file's folder, then the cwd."""
+    paths = [config.source.resolve().parent] if config.source is not None else []
+    return [*paths, Path.cwd()]
 
 
 def check_hparams(config: ExperimentConfig, info: TrainableInfo, space: SearchSpace) -> None:
@@ -60,9 +112,10 @@ def check_hparams(config: ExperimentConfig, info: TrainableInfo, space: SearchSp
             key=f"trainable.params.{both[0]}",
             fix="remove it from one of the two",
         )
-    accepted = info.accepted_hparams() | augment_hparam_keys()
-    unknown = sorted((fixed | searched) - accepted - {"model"})
-    if unknown:
+    known = info.accepted_hparams()
+    accepted = None if known is None else known | augment_hparam_keys()
+    unknown = [] if accepted is None else sorted((fixed | searched) - accepted - {"model"})
+    if accepted is not None and unknown:
         raise ConfigError(
             f"the {info.framework} trainable has no hyperparameter {unknown[0]!r}",
             key=f"trainable.params.{unknown[0]}"
@@ -70,7 +123,7 @@ def check_hparams(config: ExperimentConfig, info: TrainableInfo, space: SearchSp
             else "trainable.search_space",
             fix=f"use one of: {', '.join(sorted(accepted))}",
         )
-    for name in REQUIRED_HPARAMS:
+    for name in info.required_hparams:
         if name not in fixed | searched:
             raise ConfigError(
                 f"hyperparameter {name!r} is not set",
@@ -80,19 +133,50 @@ def check_hparams(config: ExperimentConfig, info: TrainableInfo, space: SearchSp
 
 
 def check_metric(config: ExperimentConfig, info: TrainableInfo, task: str) -> None:
-    """Refuse a metric the trainable never reports for the data's task."""
-    reported = info.metrics.get(task, ())
-    if config.metric not in reported:
+    """Refuse a metric the trainable never reports for the data's task.
+
+    Known are the trainable's own (its registry entry, or a user class's declared ``metrics``),
+    the library's for the task and the user's metric functions. The user's code that declares
+    nothing is checked by a dry run before the sweep instead.
+    """
+    unknown = unknown_metrics(config.trainable.metrics, task)
+    if unknown:
+        raise ConfigError(
+            f"unknown metric {unknown[0]!r} for {task}",
+            key="trainable.metrics",
+            fix=f"use one of: {', '.join(library_names(task))}, or a module:function",
+        )
+    own = info.metrics.get(task, ())
+    if info.user_code and not own:
+        return  # not declared: the dry run finds out
+    known = (*own, *library_names(task), *(reported_name(m) for m in config.trainable.metrics))
+    if config.metric not in known:
         raise ConfigError(
             f"the {info.framework} trainable never reports {config.metric!r} for {task}",
             key="metric",
-            fix=f"use one of: {', '.join(reported)}",
+            fix=f"use one of: {', '.join(dict.fromkeys(known))}",
         )
 
 
+def extra_metrics(config: ExperimentConfig, info: TrainableInfo, task: str) -> tuple[str, ...]:
+    """Return the metrics computed on the validation split beyond the trainable's own.
+
+    They are ``trainable.metrics``, and ``metric`` when it is a library metric.
+    """
+    names = list(config.trainable.metrics)
+    if config.metric in library_names(task) and config.metric not in info.metrics.get(task, ()):
+        names.append(config.metric)
+    return tuple(dict.fromkeys(names))
+
+
 def check_registration(config: ExperimentConfig, info: TrainableInfo) -> None:
-    """Refuse to plan a sweep whose best model could not be registered when it ends."""
-    if config.tracking.register_model and not info.can_export:
+    """Refuse to plan a sweep whose best model could not be registered when it ends.
+
+    A training function hands its model over at run time (``ctx.log_model``), and a user's
+    trainable class is registered as its checkpoint behind a pyfunc wrapper: nothing to check.
+    """
+    registrable = info.can_export or info.own_loop or info.user_code
+    if config.tracking.register_model and not registrable:
         raise ConfigError(
             f"the {info.framework} trainable cannot log its model to MLflow",
             key="tracking.register_model",

@@ -6,21 +6,31 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from pipelines.config import ResourcesConfig
 from pipelines.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 
 @contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
+def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) -> Iterator[None]:
     """Use the running Ray instance, connect to ``address``/``RAY_ADDRESS``, or start a local one.
 
     A local instance is started with ``address="local"`` so a sweep never attaches by accident to
     another cluster running on the same machine. Only an instance started here is shut down here.
+    ``runtime_env`` (the config's ``runtime`` section) ships the user's code and packages to
+    every node; a Ray instance this process started earlier keeps the environment it has.
     """
     import ray
 
     if ray.is_initialized():
+        if runtime_env:
+            logger.warning(
+                "Ray is already running in this process: the config's runtime section is not "
+                "applied (start the sweep in a fresh process, or pass it to your ray.init)"
+            )
         yield
         return
     # Private by default: no usage statistics leave the machine unless the user opts in.
@@ -32,6 +42,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         log_to_driver=True,
         configure_logging=True,
         logging_level=logging.WARNING,
+        runtime_env=runtime_env,
     )
     try:
         yield

@@ -22,8 +22,9 @@ from pipelines.sweep.plan import SweepPlan
 from pipelines.tracking import schema
 from pipelines.tracking.callback import MlflowTrialCallback
 from pipelines.tracking.history import load_sweep_history
-from pipelines.tracking.models import register_best_model
+from pipelines.tracking.models import register_best_model, register_saved_model
 from pipelines.tracking.sweep_run import SweepRun
+from trainables.function_trainable import MODEL_FOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,40 @@ def _record_best(
     sweep.log_best(best.config, config.metric, best.value, tags, best.checkpoint_dir)
     if not (config.tracking.register_model and best.checkpoint_dir):
         return None
+    if plan.info.own_loop:
+        version = _register_logged_model(plan, best.checkpoint_dir, sweep)
+    else:
+        version = _register_checkpoint(plan, data, best, sweep)
+    if version is not None:
+        sweep.set_tags({schema.MODEL_VERSION: version})
+    return version
+
+
+def _register_logged_model(plan: SweepPlan, checkpoint: Path, sweep: SweepRun) -> str | None:
+    """Register the model the best trial's training function handed to ``ctx.log_model``."""
+    folder = checkpoint / MODEL_FOLDER
+    if not (folder / "MLmodel").is_file():
+        logger.warning(
+            "the best trial's training function never called ctx.log_model with its "
+            "checkpoint: there is no model to register"
+        )
+        sweep.set_tags({schema.OUTCOME: "no model to register: ctx.log_model was not called"})
+        return None
+    return register_saved_model(
+        tracking_uri=plan.config.tracking.uri,
+        run_id=sweep.run_id or "",
+        model_name=plan.config.experiment_name,
+        framework=plan.info.framework,
+        folder=folder,
+    )
+
+
+def _register_checkpoint(
+    plan: SweepPlan, data: SweepData, best: BestTrial, sweep: SweepRun
+) -> str:
+    """Rebuild the best trial's model from its checkpoint and register it in its flavour."""
+    config = plan.config
+    assert best.checkpoint_dir is not None  # checked by the caller
     x_val, _ = data.val_arrays()
     version = register_best_model(
         tracking_uri=config.tracking.uri,
@@ -198,5 +233,4 @@ def _record_best(
         checkpoint_dir=best.checkpoint_dir,
         input_example=x_val[:8],
     )
-    sweep.set_tags({schema.MODEL_VERSION: version})
     return version

@@ -12,9 +12,10 @@ any warm start is known.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.augment.checks import check_augmentation
@@ -25,6 +26,7 @@ from pipelines.sweep import checks, strategies
 from pipelines.sweep.strategies import Scheduler, Searcher, StrategyContext
 from search_spaces import SearchSpace, load_search_space
 from search_spaces.convert import SearcherSpace, flatten_sample, searcher_space
+from trainables.metrics import ExtraMetrics
 from trainables.registry import TrainableInfo
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class SweepPlan:
         searcher: The searcher's registry entry; ``searcher_options`` its validated options.
         scheduler: The scheduler's registry entry; ``scheduler_options`` its validated options.
         resolve: Turns Tune's trial config into the trial's active hyperparameters.
+        extra_metrics: Library and user metrics computed on the validation split (None: none).
 
     """
 
@@ -65,6 +68,7 @@ class SweepPlan:
     scheduler: Scheduler
     scheduler_options: Any
     resolve: Callable[[Mapping[str, Any]], dict[str, Any]]
+    extra_metrics: ExtraMetrics | None = None
 
     @property
     def searched(self) -> tuple[str, ...]:
@@ -95,15 +99,24 @@ class SweepPlan:
         )
 
 
-def plan_sweep(config: ExperimentConfig) -> SweepPlan:
+def plan_sweep(
+    config: ExperimentConfig, target: Any = None, search_paths: Sequence[Path] | None = None
+) -> SweepPlan:
     """Check every cross-section rule and plan the sweep's pieces.
+
+    Args:
+        config: The experiment config.
+        target: The user's trainable passed from Python (a function or class), which takes
+            the place of ``trainable.target``.
+        search_paths: Where the user's module is looked for (default: the config file's
+            folder, then the working directory).
 
     Raises:
         UserInputError: Naming the config file and key, for the first rule broken.
 
     """
     try:
-        plan = _plan(config)
+        plan = _plan(config, target, search_paths)
     except UserInputError as exc:
         if exc.source is None and config.source is not None:
             raise exc.with_source(config.source) from None
@@ -112,8 +125,8 @@ def plan_sweep(config: ExperimentConfig) -> SweepPlan:
     return plan
 
 
-def _plan(config: ExperimentConfig) -> SweepPlan:
-    info = checks.trainable_info(config)
+def _plan(config: ExperimentConfig, target: Any, search_paths: Sequence[Path] | None) -> SweepPlan:
+    info = checks.trainable_info(config, target, search_paths)
     space = load_search_space(config.trainable.search_space)
     checks.check_hparams(config, info, space)
     check_data_source(config.data)
@@ -132,7 +145,9 @@ def _plan(config: ExperimentConfig) -> SweepPlan:
     scheduler = strategies.lookup(strategies.SCHEDULERS, scheduler_name, key="scheduler")
     checks.check_strategy_pair(searcher, scheduler)
     max_epochs = checks.max_epochs(config, space)
-    fixed: dict[str, Any] = {"model": config.trainable.model, "seed": config.search.seed or 0}
+    fixed: dict[str, Any] = {"seed": config.search.seed or 0}
+    if config.trainable.model is not None:  # a bundled model; the user's code builds its own
+        fixed = {"model": config.trainable.model, **fixed}
     fixed.update(augmentation)
     fixed.update(params)
     num_samples = config.search.num_samples
@@ -156,9 +171,21 @@ def _plan(config: ExperimentConfig) -> SweepPlan:
             scheduler, config.scheduler.options, key="scheduler.options"
         ),
         resolve=partial(resolve_trial_config, space),
+        extra_metrics=_extra_metrics(config, info, task),
     )
     _check_strategies(plan)
     return plan
+
+
+def _extra_metrics(
+    config: ExperimentConfig, info: TrainableInfo, task: str
+) -> ExtraMetrics | None:
+    names = checks.extra_metrics(config, info, task)
+    if not names:
+        return None
+    search = info.search_path or (str(config.source.parent) if config.source else None)
+    # The targets' scale is the data's (DataSpec.target_std); each trial binds it.
+    return ExtraMetrics(names, task, search_path=search)
 
 
 def _check_strategies(plan: SweepPlan) -> None:

@@ -88,6 +88,11 @@ def replay(tracking_uri: str, run_id: str, tolerance: float = DEFAULT_TOLERANCE)
     )
 
 
+def _user(config: ExperimentConfig) -> bool:
+    """Whether the config's trainable was the user's code (no bundled model named)."""
+    return config.trainable.model is None
+
+
 def _train_again(
     config: ExperimentConfig, record: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], str]:
@@ -100,7 +105,15 @@ def _train_again(
     from trainables import reporting
     from trainables.adapter import make_trial_function
 
-    plan = plan_sweep(config)
+    search = [Path(record["search_path"])] if record.get("search_path") else None
+    if config.trainable.target is None and record.get("trainable") is None and _user(config):
+        raise ConfigError(
+            "the trial trained the user's code passed as a Python object that cannot be "
+            "imported again (defined in __main__)",
+            key="RUN_ID",
+            fix="replay it from Python: define the trainable in a module, then sweep and replay",
+        )
+    plan = plan_sweep(config, record.get("trainable"), search_paths=search)
     cpus = max(1, int(config.resources.cpu))
     started = not ray.is_initialized()
     if started:

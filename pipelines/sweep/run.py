@@ -16,11 +16,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ExperimentConfig, load_config
+from pipelines.config import ExperimentConfig
 from pipelines.data import Prepared, SweepData, materialise, prepare_arrays
 from pipelines.sweep.cluster import check_resources, ray_session
+from pipelines.sweep.dry_run import dry_step
 from pipelines.sweep.extend import SweepToExtend, prepare_extension
 from pipelines.sweep.finish import SweepFailed, SweepSummary, finish_sweep
+from pipelines.sweep.inputs import sweep_config
 from pipelines.sweep.plan import SweepPlan, plan_sweep
 from pipelines.sweep.tuner import build_tuner
 from pipelines.sweep.warm_start import WarmStart
@@ -33,9 +35,12 @@ __all__ = ["SweepFailed", "SweepSummary", "execute_sweep", "planned_epochs", "ru
 
 
 def run_sweep(
-    config: str | Path | ExperimentConfig,
+    config: str | Path | Mapping[str, Any] | ExperimentConfig,
     overrides: dict[str, Any] | None = None,
     *,
+    trainable: Any = None,
+    search_space: Mapping[str, Any] | None = None,
+    data: Any = None,
     address: str | None = None,
     callbacks: Sequence[Any] = (),
     progress: bool = True,
@@ -46,8 +51,14 @@ def run_sweep(
     """Run a hyperparameter sweep and record it in MLflow.
 
     Args:
-        config: Path of an experiment YAML file, or an already loaded config.
+        config: Path of an experiment YAML file, the same as a dict, or a loaded config.
         overrides: Dotted keys to replace, e.g. ``{"search.num_samples": 8}``.
+        trainable: The user's own trainable as a Python object (a model builder, a training
+            function or a trainable class; see :mod:`trainables.targets`), in place of
+            ``trainable.target``.
+        search_space: The search space as a dict, in the vocabulary of the YAML files.
+        data: The data in memory: ``(x, y)`` arrays, a dict of them, a pandas DataFrame or a
+            ``ray.data.Dataset`` (see :mod:`pipelines.sweep.inputs`).
         address: Ray cluster to use (else ``RAY_ADDRESS``, else a private local instance).
         callbacks: Extra Ray Tune callbacks.
         progress: Show a live progress view in the terminal.
@@ -64,12 +75,13 @@ def run_sweep(
         SweepFailed: When no trial produced a finite metric.
 
     """
-    if not isinstance(config, ExperimentConfig):
-        config = load_config(config, overrides)
-    elif overrides:
-        raise TypeError("overrides apply to a config file; pass a path or apply them yourself")
-    plan = plan_sweep(config)
+    config = sweep_config(config, overrides, search_space=search_space, data=data)
+    plan = plan_sweep(config, trainable)
     prepared, cache_hit = prepare_arrays(config.data)
+    if plan.info.user_code:
+        # The user's code is unknown until it runs: one real step now, before any cluster
+        # work, turns a broken builder or a metric never reported into a one-line error.
+        dry_step(plan, prepared)
     return execute_sweep(
         plan,
         prepared,
@@ -108,7 +120,7 @@ def execute_sweep(
     if plan.scheduler.uses_python_random and config.search.seed is not None:
         random.seed(config.search.seed)
     started = time.monotonic()
-    with ray_session(address):
+    with ray_session(address, config.runtime.ray_runtime_env()):
         check_resources(config.resources)
         data = materialise(
             prepared, cache_hit=cache_hit, cpus_per_trial=max(1, int(config.resources.cpu))
@@ -128,6 +140,8 @@ def execute_sweep(
             code_version(),
             package_versions(plan.info.packages),
             data.fingerprint,
+            trainable=plan.info.reference(),
+            search_path=plan.info.search_path,
         )
         tracker = MlflowTrialCallback(
             config.tracking.uri,
@@ -171,7 +185,7 @@ def _tags(plan: SweepPlan, data: SweepData) -> dict[str, str]:
     return {
         schema.SEARCHER: plan.searcher.name,
         schema.SCHEDULER: plan.scheduler.name,
-        schema.FRAMEWORK: config.trainable.framework,
+        schema.FRAMEWORK: plan.info.framework,
         schema.METRIC: config.metric,
         schema.MODE: config.mode,
         schema.DATA_FINGERPRINT: data.fingerprint,

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from pipelines.sweep.plan import SweepPlan
+from pipelines.tracking.saved_models import save_model
 from trainables.adapter import TrialSettings, make_trial_function
 from trainables.protocol import BatchSource
 
@@ -20,6 +21,8 @@ def trial_settings(plan: SweepPlan) -> TrialSettings:
         mode=config.mode,
         checkpoint_every=config.fault_tolerance.checkpoint_every,
         resolve=plan.resolve,
+        extra_metrics=plan.extra_metrics,
+        save_model=save_model if plan.info.own_loop else None,
     )
 
 

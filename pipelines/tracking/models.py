@@ -41,6 +41,13 @@ def register_best_model(
     """
     import mlflow
 
+    if not info.can_export:  # the user's trainable class: its checkpoint, served by a wrapper
+        from pipelines.tracking.checkpoint_model import log_checkpoint_model
+
+        mlflow.set_tracking_uri(tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            logged = log_checkpoint_model(info, hparams, spec, checkpoint_dir, model_name)
+        return _tag_version(tracking_uri, model_name, str(logged.registered_model_version), info)
     exported = info.export_model(hparams, spec, checkpoint_dir, input_example)
     # Imported after the export: the trainable's module sets its framework's runtime options
     # (TensorFlow's log level, for one) before the flavour imports the framework.
@@ -55,9 +62,36 @@ def register_best_model(
         logged = flavour.log_model(
             exported.model, name=schema.MODEL, registered_model_name=model_name, **options
         )
-    version = str(logged.registered_model_version)
+    return _tag_version(tracking_uri, model_name, str(logged.registered_model_version), info)
+
+
+def _tag_version(tracking_uri: str, model_name: str, version: str, info: TrainableInfo) -> str:
     client = client_for(tracking_uri)
     client.set_model_version_tag(model_name, version, schema.VERSION_FRAMEWORK, info.framework)
+    client.set_registered_model_alias(model_name, schema.CHALLENGER, version)
+    return version
+
+
+def register_saved_model(
+    *, tracking_uri: str, run_id: str, model_name: str, framework: str, folder: Path
+) -> str:
+    """Register an MLflow model folder a trial saved (``ctx.log_model``) as a new version.
+
+    The folder is logged on run ``run_id`` under ``model/``; the new version gets the alias
+    ``challenger`` and a tag naming its framework.
+
+    Returns:
+        The registered version number, as a string.
+
+    """
+    import mlflow
+
+    client = client_for(tracking_uri)
+    client.log_artifacts(run_id, str(folder), artifact_path=schema.MODEL)
+    mlflow.set_tracking_uri(tracking_uri)
+    registered = mlflow.register_model(f"runs:/{run_id}/{schema.MODEL}", model_name)
+    version = str(registered.version)
+    client.set_model_version_tag(model_name, version, schema.VERSION_FRAMEWORK, framework)
     client.set_registered_model_alias(model_name, schema.CHALLENGER, version)
     return version
 
@@ -73,7 +107,7 @@ def load_registered_model(
         The framework's model object: a torch module, a scikit-learn estimator, a Keras model.
 
     Raises:
-        LookupError: If the alias does not exist or the version names no known framework.
+        MlflowException: If the alias does not exist.
 
     """
     import mlflow
@@ -83,12 +117,16 @@ def load_registered_model(
     framework = (version.tags or {}).get(schema.VERSION_FRAMEWORK)
     if framework is None and version.run_id:  # registered before versions carried the tag
         framework = client.get_run(version.run_id).data.tags.get(schema.FRAMEWORK)
-    if framework not in TRAINABLES:
-        raise LookupError(f"{model_name}@{alias} names no known framework: {framework!r}")
-    info = TRAINABLES[framework]
-    info.load_class()  # the framework's runtime options first (see register_best_model)
+    uri = f"models:/{model_name}@{alias}"
     mlflow.set_tracking_uri(tracking_uri)
-    return _flavour(info).load_model(f"models:/{model_name}@{alias}")
+    info = TRAINABLES.get(framework or "")
+    if info is None or info.mlflow_flavor is None:
+        # The user's own code, registered in a flavour of its choosing: MLflow's generic one.
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(uri)
+    info.load_class()  # the framework's runtime options first (see register_best_model)
+    return _flavour(info).load_model(uri)
 
 
 def _flavour(info: TrainableInfo) -> Any:

@@ -63,6 +63,11 @@ class SweepRecord:
     code_version: str
     packages: dict[str, str]
     data_fingerprint: str
+    #: The user's trainable as ``module:attribute`` (None: a bundled model, or an object that
+    #: cannot be imported again, such as a notebook's function).
+    trainable: str | None = None
+    #: The folder the user's module was imported from (None: an installed package).
+    search_path: str | None = None
 
     def tags(self) -> dict[str, str]:
         """Return the record as MLflow tags."""
@@ -81,6 +86,8 @@ class SweepRecord:
             "code_version": self.code_version,
             "packages": self.packages,
             "data_fingerprint": self.data_fingerprint,
+            "trainable": self.trainable,
+            "search_path": self.search_path,
         }
 
 
