@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +59,9 @@ def single_thread() -> Iterator[None]:
     except ModuleNotFoundError:  # torch not installed: its tests skip themselves
         torch = None
     previous = torch.get_num_threads() if torch is not None else None
-    for info in TRAINABLES.values():
+    for info in TRAINABLES.values():  # the bundled ones; the user's code has no class here
+        if info.user_code:
+            continue
         if not info.missing_modules():
             set_cpu_threads = getattr(info.load_class(), "set_cpu_threads", None)
             if set_cpu_threads is not None:  # optional in the protocol
@@ -66,3 +69,17 @@ def single_thread() -> Iterator[None]:
     yield
     if torch is not None:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def frozen_imports(single_thread: None) -> Iterator[None]:
+    """Leave the objects that exist now (the frameworks' modules) out of garbage collections.
+
+    Every Keras setup calls ``keras.backend.clear_session()``, which runs a full ``gc.collect()``:
+    with torch, TensorFlow and scikit-learn loaded that takes most of a second on a busy box, for
+    each of the dozens of Keras trainables a contract suite builds. Their models are still
+    collected.
+    """
+    gc.freeze()
+    yield
+    gc.unfreeze()

@@ -10,13 +10,12 @@ trainables are built through the registry, as a trial builds them.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,10 @@ from trainables.errors import HyperparameterError
 from trainables.protocol import ExportedModel, TrialTrainable
 from trainables.registry import TRAINABLES
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+#: The bundled trainables (the user's own are in tests/contract/test_user_trainables.py).
+BUNDLED = {name: info for name, info in TRAINABLES.items() if not info.user_code}
+
+pytestmark = pytest.mark.usefixtures("single_thread", "frozen_imports")
 
 #: The ``epochs`` hyperparameter (scikit-learn spreads its trees over it; the others ignore it).
 EPOCHS = 4
@@ -65,7 +67,7 @@ def frameworks(key: str | None = None, *, models: bool = False) -> list[Any]:
 
     """
     params = []
-    for name, info in TRAINABLES.items():
+    for name, info in BUNDLED.items():
         if key is not None and key not in info.hparams:
             continue
         missing = info.missing_modules()
@@ -82,19 +84,6 @@ def frameworks(key: str | None = None, *, models: bool = False) -> list[Any]:
 def settings(model: str, table: dict[str, dict[str, Any]] = TINY, **extra: Any) -> dict[str, Any]:
     """Hyperparameters of ``model`` from ``table``, with ``extra`` on top."""
     return {"model": model, "epochs": EPOCHS, **table[model], **extra}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def frozen_imports(single_thread: None) -> Iterator[None]:
-    """Leave the objects that exist now (the frameworks' modules) out of garbage collections.
-
-    Every Keras setup calls ``keras.backend.clear_session()``, which runs a full ``gc.collect()``:
-    with torch, TensorFlow and scikit-learn loaded that takes most of a second on a busy box, for
-    each of the dozens of Keras trainables here. The models the tests build are still collected.
-    """
-    gc.freeze()
-    yield
-    gc.unfreeze()
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +143,9 @@ def assert_reports_the_registrys_metrics(
 
 
 def test_every_registered_model_has_settings_here() -> None:
-    models = {model for info in TRAINABLES.values() for model in info.models}
+    models = {model for info in BUNDLED.values() for model in info.models}
     assert models <= TINY.keys() & LEARNS.keys(), "add the new model's settings to this module"
-    assert {info.models[0] for info in TRAINABLES.values()} <= REGRESSES.keys()
+    assert {info.models[0] for info in BUNDLED.values()} <= REGRESSES.keys()
 
 
 @pytest.mark.parametrize("framework", frameworks())

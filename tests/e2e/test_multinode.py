@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from tests.support.configs import CONFIGS, REPO
 
-SCRIPT = textwrap.dedent(
+#: Two nodes of one CPU each on this machine, for the script that follows.
+CLUSTER = textwrap.dedent(
     """
     import json, sys
     from ray.cluster_utils import Cluster
@@ -21,6 +23,10 @@ SCRIPT = textwrap.dedent(
     )
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
+    """
+)
+SCRIPT = CLUSTER + textwrap.dedent(
+    """
     try:
         from pipelines import run_sweep
         from pipelines.config import load_config
@@ -52,3 +58,78 @@ def test_trials_run_on_both_nodes_of_a_two_node_cluster() -> None:
     assert outcome["trials"] == 4
     assert len(outcome["cluster_nodes"]) == 2
     assert outcome["trial_nodes"] == outcome["cluster_nodes"]
+
+
+RUNTIME_SCRIPT = CLUSTER + textwrap.dedent(
+    """
+    try:
+        from pipelines import run_sweep
+        from pipelines.config import load_config
+        from pipelines.sweep.plan import plan_sweep
+
+        # The trials get no path to the module from this machine: only the runtime environment.
+        search_path = plan_sweep(load_config(sys.argv[1])).info.search_path
+        summary = run_sweep(sys.argv[1], address=cluster.address, progress=False)
+        print("RESULT " + json.dumps({
+            "search_path": search_path,
+            "trial_nodes": sorted({r.metrics["node_id"] for r in summary.results}),
+            "errors": [str(r.error)[-300:] for r in summary.results if r.error],
+            "completed": summary.end_reasons["completed"],
+        }))
+    finally:
+        cluster.shutdown()
+    """
+)
+USER_MODULE = textwrap.dedent(
+    """
+    from torch import nn
+
+
+    def build(hp, spec):
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, int(hp["width"])), nn.ReLU(),
+                             nn.Linear(int(hp["width"]), spec.num_outputs))
+    """
+)
+
+
+@pytest.mark.slow  # a two-node cluster of its own and a runtime environment: about a minute
+def test_the_users_module_reaches_every_node_through_the_runtime_environment(
+    tmp_path: Path,
+) -> None:
+    """The module lives in a folder no worker has on its path; only runtime.working_dir
+    carries it to the nodes (the driver runs in the repository, the workers elsewhere)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "remote_mlp.py").write_text(USER_MODULE)
+    (project / "space.yaml").write_text("parameters:\n  width: {type: int, low: 8, high: 32}\n")
+    (project / "experiment.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: runtime_env
+            metric: val_accuracy
+            mode: max
+            data: {dataset: digits}
+            trainable:
+              framework: torch
+              target: remote_mlp:build
+              search_space: space.yaml
+              params: {epochs: 2, batch_size: 64, optimizer: adam, lr: 0.01}
+            search: {method: random, num_samples: 4}
+            runtime:
+              working_dir: .
+            """
+        )
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", RUNTIME_SCRIPT, str(project / "experiment.yaml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and lines, completed.stdout[-3000:] + completed.stderr[-3000:]
+    outcome = json.loads(lines[-1].removeprefix("RESULT "))
+    assert outcome["search_path"] is None  # no path from the driver's machine reaches a trial
+    assert outcome["errors"] == [] and outcome["completed"] == 4
+    assert len(outcome["trial_nodes"]) == 2  # both nodes imported the module
