@@ -96,9 +96,17 @@ def _check_installed(info: TrainableInfo) -> None:
 
 
 def _search_paths(config: ExperimentConfig) -> list[Path]:
-    """Where the user's module is looked for first: the config file's folder, then the cwd."""
+    """Return where the user's module is looked for, in order.
+
+    The config file's folder, the folders the runtime environment ships (``working_dir``, the
+    parents of ``py_modules``), then the working directory.
+    """
     paths = [config.source.resolve().parent] if config.source is not None else []
-    return [*paths, Path.cwd()]
+    runtime = config.runtime
+    if runtime.working_dir is not None:
+        paths.append(runtime.working_dir)
+    paths += [module.parent for module in runtime.py_modules]
+    return [*dict.fromkeys([*paths, Path.cwd()])]
 
 
 def check_hparams(config: ExperimentConfig, info: TrainableInfo, space: SearchSpace) -> None:
