@@ -73,10 +73,8 @@ class TrainableConfig(_Section):
 
     @property
     def framework_name(self) -> str:
-        """The framework: as set, torch for a bundled model, else a label for the user's code."""
-        if self.framework is not None:
-            return self.framework
-        return "torch" if self.target is None else "custom"
+        """The bundled trainable's framework (torch unless set)."""
+        return self.framework or "torch"
 
 
 class SearchConfig(_Section):

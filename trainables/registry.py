@@ -217,7 +217,8 @@ TRAINABLES: dict[str, TrainableInfo] = {
     # horizon).
     "function": TrainableInfo(
         framework="function",
-        implementation="trainables.function_trainable:TrialContext",
+        # The runner the adapter calls with the user's function (own_loop: no class to build).
+        implementation="trainables.function_trainable:run_training_function",
         models=(),
         hparams=frozenset(),
         metrics={},

@@ -112,7 +112,6 @@ def _class_entry(
         install_hint="install the package that holds the trainable",
         search_path=search_path,
         user_code=True,
-        required_hparams=("epochs", "batch_size"),
     )
 
 
