@@ -190,6 +190,7 @@ def test_diverged_trial_is_stopped_flagged_failed_and_never_best(tmp_path: Path)
     assert "not finite at epoch 1" in bad.data.tags["tunepipe.end_detail"]
 
 
+@pytest.mark.slow  # a sweep of two trials: make test-slow keeps the default run near 15 min
 def test_bad_hyperparameter_fails_its_trial_once_without_a_retry(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     # No optimiser is called lamb: setup refuses it on every attempt, so a retry could only
