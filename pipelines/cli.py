@@ -44,6 +44,9 @@ def _fail(exc: UserInputError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+#: What a bare ``--resume`` means: the experiment's newest sweep.
+LATEST_SWEEP = "latest"
+
 AddressOpt = Annotated[
     str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
 ]
@@ -61,21 +64,46 @@ def sweep(
             "the searcher continues from its trials."
         ),
     ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            metavar="[SWEEP_RUN_ID]",
+            help="Continue an interrupted sweep (its parent run id; alone: the newest sweep) "
+            "in the same MLflow runs, from its trials' last checkpoints.",
+        ),
+    ] = None,
 ) -> None:
-    """Run a sweep (or extend one), print the best configuration and where to look."""
+    """Run a sweep (or extend or resume one), print the best configuration and where to look.
+
+    Exit codes: 0 done (or nothing left to resume), 1 failed, 2 bad input, 130/143 stopped by
+    SIGINT/SIGTERM at the trials' checkpoints (continue with --resume).
+    """
     from pipelines.config import load_config
     from pipelines.overrides import parse_set_options
-    from pipelines.sweep.run import SweepFailed, run_sweep
+    from pipelines.sweep.run import (
+        SweepAlreadyFinished,
+        SweepFailed,
+        SweepInterrupted,
+        run_sweep,
+    )
     from pipelines.views.report import print_summary
 
+    if resume is not None and extend is not None:
+        raise _fail(UserInputError("--resume and --extend do not go together", fix="pick one"))
     try:
         loaded = load_config(config, parse_set_options(set_ or []))
-        summary = run_sweep(loaded, address=address, extend=extend)
+        summary = run_sweep(loaded, address=address, extend=extend, resume=resume)
     except UserInputError as exc:
         raise _fail(exc) from None
     except SweepFailed as exc:
         errors.print(f"[bold red]sweep failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
+    except SweepAlreadyFinished as exc:
+        console.print(f"{exc}.", highlight=False, soft_wrap=True)
+        return
+    except SweepInterrupted as exc:
+        errors.print(f"[bold yellow]interrupted:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=exc.exit_code) from None
     print_summary(summary, config, console)
 
 
@@ -257,7 +285,21 @@ def replay(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(args=optional_resume_value(sys.argv[1:]))
+
+
+def optional_resume_value(args: list[str]) -> list[str]:
+    """Let ``--resume`` stand alone (the newest sweep) as well as take a run id.
+
+    Click options take a value or none, never an optional one: a bare ``--resume`` (last, or
+    followed by another option) gets the value ``latest``.
+    """
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, LATEST_SWEEP)
+            break
+    return out
 
 
 if __name__ == "__main__":

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.errors import ConfigError
 from pipelines.overrides import apply_overrides
@@ -142,9 +149,40 @@ class RuntimeConfig(_Section):
 
 
 class StorageConfig(_Section):
-    """Where Ray Tune writes trial results and checkpoints."""
+    """Where Ray Tune writes trial results and checkpoints (see :mod:`pipelines.sweep.storage`).
 
-    path: Path = Field(default_factory=default_storage_path)
+    ``path`` is a local folder (made absolute against the working directory), a folder every node
+    mounts at the same path (NFS), or a URI that pyarrow's filesystems read: ``s3://bucket/prefix``,
+    ``gs://bucket/prefix``. On a cluster of more than one node it must be shared; the sweep checks
+    that from every node before Tune starts. ``endpoint`` points ``s3://`` at an S3-compatible
+    store (MinIO, Ceph): ``http://host:9000``. Credentials never go here: every process reads them
+    from its environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, or the node's role).
+    """
+
+    path: str = Field(default_factory=default_storage_path)
+    endpoint: str | None = None
+    region: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_local_path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a folder or a URI")
+        if "://" in value:
+            return value.removeprefix("file://") if value.startswith("file://") else value
+        return str(Path(value).expanduser().resolve())
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_with_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:9000)")
+        return value
+
+    @property
+    def is_local(self) -> bool:
+        """Whether ``path`` is a folder of the local filesystem (NFS included), not a URI."""
+        return "://" not in self.path
 
 
 class TrackingConfig(_Section):

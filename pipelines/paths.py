@@ -8,7 +8,8 @@ current working directory (override with ``TUNEPIPE_HOME``):
 - ``.tunepipe/ray_results/``: Ray Tune's trial results and checkpoints.
 
 A cluster run points these elsewhere through the config (``storage.path``, ``tracking.uri``) or the
-``MLFLOW_TRACKING_URI`` environment variable, never through code changes.
+``TUNEPIPE_STORAGE`` and ``MLFLOW_TRACKING_URI`` environment variables (what a cluster's pods or
+nodes set once for every config), never through code changes.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ def tunepipe_home() -> Path:
     return Path(os.environ.get("TUNEPIPE_HOME", ".tunepipe")).resolve()
 
 
-def default_storage_path() -> Path:
-    """Return where Ray Tune stores results and checkpoints unless the config says otherwise."""
-    return tunepipe_home() / "ray_results"
+def default_storage_path() -> str:
+    """Return where Ray Tune stores results and checkpoints unless the config says otherwise.
+
+    ``$TUNEPIPE_STORAGE`` (a shared folder or a URI such as ``s3://bucket/prefix``), else
+    ``ray_results`` in the state folder.
+    """
+    return os.environ.get("TUNEPIPE_STORAGE") or str(tunepipe_home() / "ray_results")
 
 
 def default_tracking_uri() -> str:

@@ -24,6 +24,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.chdir(cwd)
     # Never reach a tracking server or cluster configured in the developer's shell.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("TUNEPIPE_STORAGE", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     yield home
     leaked = [name for name in ("mlruns", "mlartifacts", "mlflow.db") if (cwd / name).exists()]

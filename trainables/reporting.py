@@ -9,6 +9,7 @@ reports collected in a list. ``tunepipe replay`` re-trains a recorded trial this
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ import ray
 from ray import tune
 
 from trainables.results import NODE_ID, trial_index_from_id
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,8 +58,40 @@ def latest_checkpoint() -> Iterator[Path | None]:
     if checkpoint is None:
         yield None
         return
+    checkpoint = _existing(checkpoint)
+    if checkpoint is None:
+        yield None
+        return
     with checkpoint.as_directory() as directory:
         yield Path(directory)
+
+
+def _existing(checkpoint: Any) -> Any:
+    """Return ``checkpoint`` if it exists, else the trial's newest checkpoint that does.
+
+    Tune deletes a trial's checkpoints beyond ``num_to_keep`` as soon as a newer one is
+    registered, while its experiment snapshot (what a resumed sweep starts from) is uploaded
+    later: a driver killed in between leaves a snapshot naming a deleted checkpoint, and the
+    trial could never resume. A newer checkpoint of the same trial then serves instead (the
+    epoch counter comes from the checkpoint itself).
+    """
+    import pyarrow.fs
+
+    fs, path = checkpoint.filesystem, checkpoint.path
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        return checkpoint
+    folder = path.rstrip("/").rpartition("/")[0]
+    found = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+    siblings = sorted(
+        (info.path for info in found if info.base_name.startswith("checkpoint_")),
+        reverse=True,
+    )
+    logger.warning(
+        "checkpoint %s is gone (deleted after Tune's last saved snapshot); resuming from %s",
+        path,
+        siblings[0] if siblings else "the start",
+    )
+    return tune.Checkpoint(siblings[0], filesystem=fs) if siblings else None
 
 
 def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = None) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,36 @@ from trainables import results
 
 @dataclass(frozen=True)
 class BestTrial:
-    """The best trial of a sweep, at its best epoch."""
+    """The best trial of a sweep, at its best epoch.
+
+    ``checkpoint`` is Ray's ``Checkpoint`` of that epoch (else the trial's latest): it may live
+    in object storage, so it is read through :meth:`local_checkpoint`, never as a local path.
+    """
 
     trial_id: str
     config: dict[str, Any]
     value: float
     epoch: int
-    checkpoint_dir: Path | None
+    checkpoint: Any = None
+
+    @property
+    def checkpoint_location(self) -> str | None:
+        """Where the checkpoint is, as a path or URI (for people to read)."""
+        if self.checkpoint is None:
+            return None
+        filesystem = getattr(self.checkpoint, "filesystem", None)
+        scheme = getattr(filesystem, "type_name", "local")
+        path = str(self.checkpoint.path)
+        return path if scheme == "local" else f"{scheme}://{path}"
+
+    @contextmanager
+    def local_checkpoint(self) -> Iterator[Path | None]:
+        """Yield the checkpoint as a local folder (downloaded if remote), or None if none."""
+        if self.checkpoint is None:
+            yield None
+            return
+        with self.checkpoint.as_directory() as folder:
+            yield Path(folder)
 
 
 def is_better(value: float, than: float | None, mode: str) -> bool:
@@ -65,7 +89,7 @@ def select_best(
             config=resolve(result.config),
             value=found[0],
             epoch=found[1],
-            checkpoint_dir=_checkpoint_at(result, found[1]),
+            checkpoint=_checkpoint_at(result, found[1]),
         )
     return winner
 
@@ -101,12 +125,12 @@ def top_trials(grid: Any, metric: str, mode: str, k: int) -> tuple[RankedTrial, 
     return tuple(scored[:k])
 
 
-def _checkpoint_at(result: Any, epoch: int) -> Path | None:
-    """Return the kept checkpoint of ``epoch``, else the trial's latest checkpoint."""
+def _checkpoint_at(result: Any, epoch: int) -> Any:
+    """Return the kept checkpoint of ``epoch``, else the trial's latest checkpoint (or None)."""
     for checkpoint, metrics in result.best_checkpoints or []:
         if int(metrics.get("epoch", -1)) == epoch:
-            return Path(checkpoint.path)
-    return Path(result.checkpoint.path) if result.checkpoint is not None else None
+            return checkpoint
+    return result.checkpoint
 
 
 def count_end_reasons(grid: Any, reasons: dict[str, str]) -> dict[str, int]:

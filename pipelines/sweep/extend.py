@@ -55,8 +55,12 @@ class SweepToExtend:
     best: PreviousBest | None
 
 
-def find_sweep_to_extend(config: ExperimentConfig, run_id: str) -> SweepToExtend:
+def find_sweep_to_extend(
+    config: ExperimentConfig, run_id: str, option: str = "--extend"
+) -> SweepToExtend:
     """Read sweep ``run_id`` from MLflow and check ``config`` may extend it.
+
+    ``option`` is the command-line option errors name (``--resume`` checks the same identity).
 
     Raises:
         ConfigError: When the run does not exist, is not a sweep of this experiment, or was
@@ -68,16 +72,16 @@ def find_sweep_to_extend(config: ExperimentConfig, run_id: str) -> SweepToExtend
     try:
         run = queries.get_run(uri, run_id)
     except RunNotFound:
-        raise ConfigError(f"no run {run_id!r} in {uri}", key="--extend", fix=fix) from None
+        raise ConfigError(f"no run {run_id!r} in {uri}", key=option, fix=fix) from None
     tags = run.tags
     if tags.get(schema.KIND) != schema.KIND_SWEEP:
-        raise ConfigError(f"run {run_id} is not a sweep's parent run", key="--extend", fix=fix)
+        raise ConfigError(f"run {run_id} is not a sweep's parent run", key=option, fix=fix)
     experiment = queries.experiment_name(uri, run.experiment_id)
     if experiment != config.experiment_name:
         raise ConfigError(
             f"sweep {run_id} belongs to experiment {experiment!r}, "
             f"this config to {config.experiment_name!r}",
-            key="--extend",
+            key=option,
             fix="extend a sweep with the config that started it",
         )
     recorded = (tags.get(schema.METRIC), tags.get(schema.MODE))
@@ -85,7 +89,7 @@ def find_sweep_to_extend(config: ExperimentConfig, run_id: str) -> SweepToExtend
         raise ConfigError(
             f"sweep {run_id} optimised {recorded[0]} ({recorded[1]}), the config "
             f"{config.metric} ({config.mode})",
-            key="--extend",
+            key=option,
             fix="keep metric and mode as they were, or start a new sweep",
         )
     return SweepToExtend(

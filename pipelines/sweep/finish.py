@@ -140,7 +140,7 @@ def finish_sweep(
         best_metric=kept.value,
         best_trial_id=kept.trial_id,
         best_epoch=kept.epoch,
-        best_checkpoint=str(kept.checkpoint_dir) if kept.checkpoint_dir else None,
+        best_checkpoint=kept.checkpoint_location,
         mlflow_parent_run_id=sweep.run_id or "",
         mlflow_tracking_uri=config.tracking.uri,
         mlflow_experiment_id=sweep.experiment_id,
@@ -185,13 +185,14 @@ def _record_best(
         schema.BEST_EPOCH: str(best.epoch),
         schema.BEST_CHILD_RUN_ID: tracker.run_ids.get(best.trial_id, ""),
     }
-    sweep.log_best(best.config, config.metric, best.value, tags, best.checkpoint_dir)
-    if not (config.tracking.register_model and best.checkpoint_dir):
-        return None
-    if plan.info.own_loop:
-        version = _register_logged_model(plan, best.checkpoint_dir, sweep)
-    else:
-        version = _register_checkpoint(plan, data, best, sweep)
+    with best.local_checkpoint() as checkpoint:
+        sweep.log_best(best.config, config.metric, best.value, tags, checkpoint)
+        if not (config.tracking.register_model and checkpoint):
+            return None
+        if plan.info.own_loop:
+            version = _register_logged_model(plan, checkpoint, sweep)
+        else:
+            version = _register_checkpoint(plan, data, best, checkpoint, sweep)
     if version is not None:
         sweep.set_tags({schema.MODEL_VERSION: version})
     return version
@@ -217,11 +218,10 @@ def _register_logged_model(plan: SweepPlan, checkpoint: Path, sweep: SweepRun) -
 
 
 def _register_checkpoint(
-    plan: SweepPlan, data: SweepData, best: BestTrial, sweep: SweepRun
+    plan: SweepPlan, data: SweepData, best: BestTrial, checkpoint: Path, sweep: SweepRun
 ) -> str:
-    """Rebuild the best trial's model from its checkpoint and register it in its flavour."""
+    """Rebuild the best trial's model from its (local) checkpoint and register it."""
     config = plan.config
-    assert best.checkpoint_dir is not None  # checked by the caller
     x_val, _ = data.val_arrays()
     version = register_best_model(
         tracking_uri=config.tracking.uri,
@@ -230,7 +230,7 @@ def _register_checkpoint(
         info=plan.info,
         hparams=best.config,
         spec=data.spec,
-        checkpoint_dir=best.checkpoint_dir,
+        checkpoint_dir=checkpoint,
         input_example=x_val[:8],
     )
     return version

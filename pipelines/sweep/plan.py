@@ -23,6 +23,7 @@ from pipelines.config import ExperimentConfig
 from pipelines.data import check_data_source, data_modality, dataset_task
 from pipelines.errors import UserInputError
 from pipelines.sweep import checks, strategies
+from pipelines.sweep.storage import check_storage
 from pipelines.sweep.strategies import Scheduler, Searcher, StrategyContext
 from search_spaces import SearchSpace, load_search_space
 from search_spaces.convert import SearcherSpace, flatten_sample, searcher_space
@@ -138,6 +139,7 @@ def _plan(config: ExperimentConfig, target: Any, search_paths: Sequence[Path] | 
         params, space, config.data.augment, data_modality(config.data)
     )
     checks.check_combinations(config, space)
+    check_storage(config.storage)
 
     searcher_name, scheduler_name = checks.strategy_names(config)
     searcher = strategies.lookup(strategies.SEARCHERS, searcher_name, key="search.method")

@@ -24,14 +24,31 @@ from pipelines.sweep.extend import SweepToExtend, prepare_extension
 from pipelines.sweep.finish import SweepFailed, SweepSummary, finish_sweep
 from pipelines.sweep.inputs import sweep_config
 from pipelines.sweep.plan import SweepPlan, plan_sweep
-from pipelines.sweep.tuner import build_tuner
+from pipelines.sweep.resume import (
+    SweepAlreadyFinished,
+    SweepToResume,
+    find_sweep_to_resume,
+    restore_tuner,
+    restored_callback,
+)
+from pipelines.sweep.signals import StopRequest, SweepInterrupted, graceful_stop
+from pipelines.sweep.storage import join, preflight, storage_uri
+from pipelines.sweep.tuner import build_trainable, build_tuner, experiment_name
 from pipelines.sweep.warm_start import WarmStart
 from pipelines.tracking import schema
 from pipelines.tracking.callback import MlflowTrialCallback
 from pipelines.tracking.record import SweepRecord, code_version, package_versions
 from pipelines.tracking.sweep_run import SweepRun
 
-__all__ = ["SweepFailed", "SweepSummary", "execute_sweep", "planned_epochs", "run_sweep"]
+__all__ = [
+    "SweepAlreadyFinished",
+    "SweepFailed",
+    "SweepInterrupted",
+    "SweepSummary",
+    "execute_sweep",
+    "planned_epochs",
+    "run_sweep",
+]
 
 
 def run_sweep(
@@ -45,6 +62,7 @@ def run_sweep(
     callbacks: Sequence[Any] = (),
     progress: bool = True,
     extend: str | None = None,
+    resume: str | bool | None = None,
     warm_start: WarmStart | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> SweepSummary:
@@ -64,6 +82,8 @@ def run_sweep(
         progress: Show a live progress view in the terminal.
         extend: Parent run id of an earlier sweep to add ``search.num_samples`` trials to
             (:mod:`pipelines.sweep.extend`); its searcher continues from the sweep's trials.
+        resume: Continue an interrupted sweep (:mod:`pipelines.sweep.resume`): its parent run
+            id, or True for the experiment's newest sweep. The same MLflow runs continue.
         warm_start: Earlier results for the searcher (:mod:`pipelines.sweep.warm_start`).
         tags: Extra tags for the sweep's parent run.
 
@@ -73,6 +93,8 @@ def run_sweep(
     Raises:
         UserInputError: For invalid config, search space or data, before any cluster work.
         SweepFailed: When no trial produced a finite metric.
+        SweepInterrupted: When SIGINT or SIGTERM stopped the sweep (it can be resumed).
+        SweepAlreadyFinished: When ``resume`` names a sweep that has finished.
 
     """
     config = sweep_config(config, overrides, search_space=search_space, data=data)
@@ -90,6 +112,7 @@ def run_sweep(
         callbacks=callbacks,
         progress=progress,
         extend=extend,
+        resume=resume,
         warm_start=warm_start,
         tags=tags,
     )
@@ -104,6 +127,7 @@ def execute_sweep(
     callbacks: Sequence[Any] = (),
     progress: bool = True,
     extend: str | None = None,
+    resume: str | bool | None = None,
     warm_start: WarmStart | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> SweepSummary:
@@ -114,7 +138,12 @@ def execute_sweep(
     """
     config = plan.config
     base: SweepToExtend | None = None
-    if extend is not None:
+    interrupted: SweepToResume | None = None
+    if resume:
+        interrupted = find_sweep_to_resume(
+            config, None if resume is True else str(resume), prepared.fingerprint()
+        )
+    elif extend is not None:
         base, warm_start = prepare_extension(config, extend, plan.space, prepared.fingerprint())
     searcher, scheduler = plan.build_strategies(warm_start)
     if plan.scheduler.uses_python_random and config.search.seed is not None:
@@ -122,19 +151,30 @@ def execute_sweep(
     started = time.monotonic()
     with ray_session(address, config.runtime.ray_runtime_env()):
         check_resources(config.resources)
+        storage = storage_uri(config.storage)
+        preflight(storage)
         data = materialise(
             prepared, cache_hit=cache_hit, cpus_per_trial=max(1, int(config.resources.cpu))
         )
         sweep = SweepRun(config.tracking.uri, config.experiment_name)
+        sweep.mark_orphans()
         run_tags = {**_tags(plan, data), **(tags or {})}
         if warm_start is not None:
             run_tags[schema.WARM_START_TRIALS] = str(len(warm_start.trials))
-        if base is None:
+        if interrupted is not None:
+            parent_id = interrupted.run_id
+            sweep.resume(parent_id)
+            sweep.set_tags({schema.RESUMES: str(interrupted.resumes + 1)})
+        elif base is None:
             parent_id = sweep.start(config.to_dict(), config.trainable.search_space, run_tags)
         else:
             parent_id = base.run_id
             sweep.resume(parent_id)
             sweep.set_tags({**run_tags, schema.EXTENSIONS: str(base.extensions + 1)})
+        if interrupted is not None and interrupted.restorable:
+            tuner = restore_tuner(interrupted.experiment_uri, build_trainable(plan, data))
+            tracker = restored_callback(tuner, MlflowTrialCallback)
+            return _fit_and_finish(plan, data, tuner, sweep, tracker, started, base)
         record = SweepRecord(
             config.to_dict(),
             code_version(),
@@ -151,7 +191,12 @@ def execute_sweep(
             plan.resolve,
             record=record,
             trial_offset=base.trials if base is not None else 0,
+            once_per_step=not plan.scheduler.mutates_hparams,
         )
+        if interrupted is not None:
+            # Its trials start again (the driver died before Tune's first snapshot): any run
+            # of theirs is found, not created twice.
+            tracker.set_state({})
         extra = [*callbacks]
         if progress:
             from pipelines.sweep.progress import LiveProgress
@@ -160,15 +205,48 @@ def execute_sweep(
             extra.append(
                 LiveProgress(config.metric, config.mode, plan.num_samples, planned_epochs=planned)
             )
-        tuner = build_tuner(plan, data, searcher, scheduler, [tracker, *extra])
-        try:
+        name = experiment_name(plan)
+        tuner = build_tuner(plan, data, searcher, scheduler, [tracker, *extra], name=name)
+        sweep.set_tags({schema.TUNE_EXPERIMENT: join(storage, name)})
+        return _fit_and_finish(plan, data, tuner, sweep, tracker, started, base)
+
+
+def _fit_and_finish(
+    plan: SweepPlan,
+    data: SweepData,
+    tuner: Any,
+    sweep: SweepRun,
+    tracker: MlflowTrialCallback,
+    started: float,
+    base: SweepToExtend | None,
+) -> SweepSummary:
+    """Run Tune, then close the sweep: finished, or interrupted by a signal (resumable)."""
+    try:
+        with graceful_stop() as stop:
             grid = tuner.fit()
-        except BaseException:
-            sweep.end("KILLED")
-            raise
-        previous = base.best if base is not None else None
-        elapsed = time.monotonic() - started
-        return finish_sweep(plan, data, grid, sweep, tracker, elapsed, previous)
+    except BaseException:
+        sweep.end("KILLED")
+        raise
+    if stop.signum is not None:
+        _close_interrupted(plan, sweep, tracker, stop)
+    previous = base.best if base is not None else None
+    elapsed = time.monotonic() - started
+    return finish_sweep(plan, data, grid, sweep, tracker, elapsed, previous)
+
+
+def _close_interrupted(
+    plan: SweepPlan, sweep: SweepRun, tracker: MlflowTrialCallback, stop: StopRequest
+) -> None:
+    """Close the runs of a sweep a signal stopped, as KILLED with the reason, and raise."""
+    run_id = sweep.run_id or ""
+    source = str(plan.config.source) if plan.config.source else "CONFIG"
+    detail = (
+        f"stopped by {stop.name}; the trials stopped at their last checkpoint: continue with "
+        f"`tunepipe sweep {source} --resume {run_id}`"
+    )
+    tracker.close_interrupted(detail)
+    sweep.interrupted(detail)
+    raise SweepInterrupted(run_id, stop, detail)
 
 
 def planned_epochs(

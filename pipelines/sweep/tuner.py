@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from pipelines.sweep.plan import SweepPlan
+from pipelines.sweep.storage import storage_uri
 from pipelines.tracking.saved_models import save_model
 from trainables.adapter import TrialSettings, make_trial_function
 from trainables.protocol import BatchSource
@@ -31,10 +32,16 @@ def checkpoints_to_keep(plan: SweepPlan) -> int:
     return max(plan.config.fault_tolerance.checkpoints_to_keep, plan.scheduler.min_checkpoints)
 
 
-def build_tuner(
-    plan: SweepPlan, data: BatchSource, searcher: Any, scheduler: Any, callbacks: list[Any]
-) -> Any:
-    """Assemble the Tuner for ``plan`` with Ray's ``searcher`` and ``scheduler`` objects."""
+def experiment_name(plan: SweepPlan) -> str:
+    """Return a new name for the sweep's Tune experiment (its folder in the storage)."""
+    return f"{plan.config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_trainable(plan: SweepPlan, data: BatchSource) -> Any:
+    """Return Tune's trainable for ``plan``: the trial function, its data and its resources.
+
+    A restored sweep gets it anew (``Tuner.restore`` cannot unpickle the data's object ref).
+    """
     from ray import tune
 
     # Tune's newer console reporter prints its tables even at verbose=0; the classic one is silent
@@ -45,10 +52,28 @@ def build_tuner(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     config = plan.config
     function = make_trial_function(trial_settings(plan))
-    trainable = tune.with_resources(
+    return tune.with_resources(
         tune.with_parameters(function, data=data),
         {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
     )
+
+
+def build_tuner(
+    plan: SweepPlan,
+    data: BatchSource,
+    searcher: Any,
+    scheduler: Any,
+    callbacks: list[Any],
+    name: str | None = None,
+) -> Any:
+    """Assemble the Tuner for ``plan`` with Ray's ``searcher`` and ``scheduler`` objects.
+
+    ``name`` is the Tune experiment's folder in the storage (default: :func:`experiment_name`).
+    """
+    from ray import tune
+
+    config = plan.config
+    trainable = build_trainable(plan, data)
     tune_config = tune.TuneConfig(
         metric=config.metric,
         mode=config.mode,
@@ -65,8 +90,8 @@ def build_tuner(
         reuse_actors=True,
     )
     run_config = tune.RunConfig(
-        name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        storage_path=str(config.storage.path),
+        name=name or experiment_name(plan),
+        storage_path=storage_uri(config.storage),
         failure_config=tune.FailureConfig(max_failures=config.fault_tolerance.max_failures),
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=checkpoints_to_keep(plan),

@@ -43,6 +43,13 @@ WARM_START_TRIALS: Final = "tunepipe.warm_start_trials"
 EXTENSIONS: Final = "tunepipe.extensions"
 #: Why a sweep produced nothing usable.
 OUTCOME: Final = "tunepipe.outcome"
+#: Where the sweep's Tune experiment lives (storage URI + name): what ``--resume`` restores.
+TUNE_EXPERIMENT: Final = "tunepipe.tune_experiment"
+#: The process driving the sweep (``host:pid:start``) and when it last showed it was alive.
+DRIVER: Final = "tunepipe.driver"
+HEARTBEAT: Final = "tunepipe.heartbeat"
+#: How often the sweep was resumed after its driver stopped (``tunepipe sweep --resume``).
+RESUMES: Final = "tunepipe.resumes"
 
 # The best trial of a sweep (parent run). Tags, not params: MLflow params are write-once, and an
 # extension can find a better trial.
@@ -65,6 +72,9 @@ LAST_RETRY_ERROR: Final = "tunepipe.last_retry_error"
 
 #: How a trial ended; diverged and failed trials are never trusted as results.
 END_REASONS: Final = ("completed", "stopped_early", "early_stopped", "diverged", "failed")
+#: A run (sweep or trial) whose driver stopped before it ended: a signal, or a driver that died.
+#: Not a result; ``--resume`` reopens it.
+INTERRUPTED: Final = "interrupted"
 TRUSTED_END_REASONS: Final = frozenset({"completed", "stopped_early", "early_stopped"})
 
 # Retraining (the re-tune's sweep run, or a skip record of kind "retrain").
@@ -113,6 +123,11 @@ def champion_holdout_metric(metric: str) -> str:
 def children_of(run_id: str) -> str:
     """Return the MLflow search filter for the child runs (trials) of a sweep."""
     return f"tags.`{PARENT}` = '{run_id}'"
+
+
+def trial_of(run_id: str, trial_id: str) -> str:
+    """Return the MLflow search filter for the child run of one Tune trial of a sweep."""
+    return f"{children_of(run_id)} and tags.`{TRIAL_ID}` = '{trial_id}'"
 
 
 def of_kind(kind: str) -> str:

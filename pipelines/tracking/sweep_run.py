@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.tracking import schema
 from pipelines.tracking.client import client_for, get_or_create_experiment
+from pipelines.tracking.orphans import mark_orphaned_sweeps, this_driver
 
 #: MLflow accepts at most 100 params per log_batch call.
 PARAMS_PER_BATCH = 100
@@ -56,7 +57,7 @@ class SweepRun:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={schema.KIND: schema.KIND_SWEEP, **tags},
+            tags={schema.KIND: schema.KIND_SWEEP, **self._driver_tags(), **tags},
         )
         self.run_id = run.info.run_id
         log_params(self.client, self.run_id, flatten(config, "config."))
@@ -97,9 +98,30 @@ class SweepRun:
         self.client.log_artifacts(self._require_run(), str(folder), artifact_path=schema.PLOTS)
 
     def resume(self, run_id: str) -> None:
-        """Reopen an earlier sweep's parent run (``--extend``): it is RUNNING again."""
+        """Reopen an earlier sweep's parent run (``--extend``, ``--resume``): RUNNING again.
+
+        This process becomes its driver, and an earlier interruption's end reason is cleared.
+        """
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(self._driver_tags())
+        tags = self.client.get_run(run_id).data.tags
+        for key in (schema.END_REASON, schema.END_DETAIL):
+            if key in tags:
+                self.client.delete_tag(run_id, key)
+
+    def mark_orphans(self) -> list[str]:
+        """Close the experiment's sweeps whose driver died (see :mod:`.orphans`)."""
+        return mark_orphaned_sweeps(self.client, self.experiment_id)
+
+    def interrupted(self, detail: str) -> None:
+        """Close the parent run as KILLED: the sweep was stopped and can be resumed."""
+        self.set_tags({schema.END_REASON: schema.INTERRUPTED, schema.END_DETAIL: detail})
+        self.end("KILLED")
+
+    @staticmethod
+    def _driver_tags() -> dict[str, str]:
+        return {schema.DRIVER: this_driver(), schema.HEARTBEAT: str(int(time.time()))}
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set tags on the parent run in one call."""
