@@ -247,6 +247,26 @@ def test_raycronjob_schedules_exactly_the_rayjob() -> None:
     assert spec["jobTemplate"] == _yaml(RAYJOB)["spec"]
 
 
+def test_every_ray_pod_gets_the_same_shared_storage_and_its_credentials() -> None:
+    # The head runs the driver, the workers run the trials: all must write one storage (since
+    # Ray 2.7 nothing is synced between nodes), and an object-store URI is shared by design.
+    for path in (RAYJOB, RAYCRONJOB):
+        spec = _yaml(path)["spec"]
+        cluster = (spec.get("jobTemplate") or spec)["rayClusterSpec"]
+        pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+        storages = set()
+        for pod in pods:
+            for container in _containers(pod["template"]):
+                env = {v["name"]: v.get("value") for v in container["env"]}
+                storages.add(env["TUNEPIPE_STORAGE"])
+                secrets = {s["secretRef"]["name"] for s in container["envFrom"]}
+                assert "tunepipe-storage" in secrets, f"{path.name}: no storage credentials"
+        (storage,) = storages
+        assert storage.startswith("s3://"), storage
+    assert "TUNEPIPE_STORAGE=s3://" in CLUSTER.read_text()
+    assert "TUNEPIPE_STORAGE" in README.read_text()
+
+
 def test_cluster_launcher_config_is_valid_for_this_ray() -> None:
     import jsonschema
     import ray.autoscaler

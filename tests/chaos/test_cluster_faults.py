@@ -1,0 +1,192 @@
+"""A cluster of real ``ray start`` processes on this machine: a lost node, and a storage folder
+that only one node has.
+
+The head and each worker are ``ray start --block`` processes in sessions of their own, so
+killing one's process group takes down exactly that node (its raylet and its workers), as a
+machine that goes away would. A node-local storage path is made real, not mocked: the worker
+runs in a mount namespace of its own (``unshare -m``, as root) with a tmpfs over the storage
+folder, so it sees a different folder at the same path, as a node with its own disk does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.chaos import (
+    CHAOS_CONFIG,
+    EPOCHS,
+    TRIALS,
+    driver_env,
+    epochs_recorded,
+    free_port,
+    start_driver,
+    wait_until,
+)
+from tests.support.reconcile import reconcile, tunepipe
+
+pytestmark = pytest.mark.slow  # a two-node cluster and a sweep across it: about 2 minutes
+
+RAY = str(Path(sys.executable).parent / "ray")
+#: Dead nodes are noticed in about 2 s instead of Ray's default 20-55 s.
+FAST_HEALTH_CHECKS = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+@dataclass
+class Cluster:
+    """A head node started by the test; workers are added and killed by the tests."""
+
+    address: str
+    root: Path
+    env: dict[str, str]
+    nodes: list[subprocess.Popen[Any]]
+
+    def add_worker(self, name: str, own_folder: Path | None = None) -> subprocess.Popen[Any]:
+        """Start a 1-CPU worker node; wait until the cluster counts it.
+
+        ``own_folder``: the node gets a folder of its own at that path (a private tmpfs).
+        """
+        before = self.alive_nodes()
+        command = [RAY, "start", f"--address={self.address}", "--num-cpus=1", "--block",
+                   f"--temp-dir={self.root / name}", "--disable-usage-stats"]  # fmt: skip
+        if own_folder is not None:
+            mount = f"mount -t tmpfs tmpfs {own_folder} && exec {' '.join(command)}"
+            command = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount]
+        node = _start(command, self.env, self.root / f"{name}.log")
+        self.nodes.append(node)
+        wait_until(lambda: self.alive_nodes() > before, 90, f"worker {name} to join", node)
+        return node
+
+    def alive_nodes(self) -> int:
+        """Count the cluster's alive nodes (asked from a separate process: no Ray here)."""
+        code = (
+            "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, "
+            "logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+        )
+        out = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[Any]:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _kill(node: subprocess.Popen[Any]) -> None:
+    if node.poll() is None:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("cluster")
+    port = free_port()
+    env = driver_env(root / "home", **FAST_HEALTH_CHECKS)
+    head = _start(
+        [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--block",
+         f"--temp-dir={root / 'head'}", "--include-dashboard=false", "--disable-usage-stats"],
+        env,
+        root / "head.log",
+    )  # fmt: skip
+    made = Cluster(f"127.0.0.1:{port}", root, env, [head])
+    try:
+        wait_until(lambda: made.alive_nodes() == 1, 90, "the head node", head)
+        yield made
+    finally:
+        for node in reversed(made.nodes):
+            _kill(node)
+
+
+def test_a_storage_folder_only_one_node_has_is_refused_before_any_trial(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("needs root and unshare(1) to give a node a folder of its own: NOT RUN")
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    worker = cluster.add_worker("private-disk", own_folder=storage)
+    try:
+        home = tmp_path / "home"
+        env = {**cluster.env, "TUNEPIPE_HOME": str(home)}
+        refused = tunepipe(
+            "sweep", str(CHAOS_CONFIG), "--address", cluster.address,
+            "--set", f"storage.path={storage}", env=env, cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-3000:]
+        assert "is not shared" in refused.stderr and "Traceback" not in refused.stderr
+        assert "storage.path" in refused.stderr and "Fix:" in refused.stderr
+        assert not (home / "mlflow.db").exists() or reconcile_is_empty(home)
+    finally:
+        _kill(worker)
+        cluster.nodes.remove(worker)
+        wait_until(lambda: cluster.alive_nodes() == 1, 90, "the private worker to leave")
+
+
+def reconcile_is_empty(home: Path) -> bool:
+    """True when the store holds no sweep at all (nothing was recorded for a refused sweep)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    return all(not client.search_runs([e.experiment_id]) for e in client.search_experiments())
+
+
+def test_trials_of_a_lost_node_resume_on_the_survivor_from_their_checkpoints(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    worker = cluster.add_worker("doomed")
+    home = tmp_path / "home"
+    env = {**cluster.env, "TUNEPIPE_HOME": str(home)}
+    tracking = f"sqlite:///{home / 'mlflow.db'}"
+    driver = start_driver(
+        str(CHAOS_CONFIG), "--address", cluster.address,
+        "--set", f"storage.path={tmp_path / 'shared'}",
+        env=env, cwd=tmp_path, log=tmp_path / "driver.log",
+    )  # fmt: skip
+    # One trial on each node (1 CPU each), both under way: then the worker goes.
+    wait_until(
+        lambda: sorted(epochs_recorded(tracking, "chaos"))[-2:] >= [2, 2],
+        timeout=240,
+        what="two trials to record 2 epochs",
+        proc=driver,
+    )
+    _kill(worker)
+    cluster.nodes.remove(worker)
+    assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-4000:]
+
+    ledger = reconcile(tracking, "chaos", EPOCHS)
+    print("after losing a node:", ledger.summary())
+    assert ledger.retries >= 1, "no trial was on the lost node"
+    assert ledger.parents == 1 and ledger.children == TRIALS == ledger.tune_trials
+    assert ledger.lost_trials == [] and ledger.tune_unfinished == 0
+    assert ledger.duplicated_points == 0 and ledger.missing_points == 0
+    assert ledger.left_running == 0 and ledger.missing_checkpoints == 0
+    assert ledger.model_versions == 1
+    from ray.tune import ExperimentAnalysis
+
+    moved = [t for t in ExperimentAnalysis(str(tmp_path / "shared" / _only(tmp_path / "shared")))
+             .trials if t.run_metadata.num_failures]  # fmt: skip
+    for trial in moved:  # resumed from a checkpoint: fewer epochs since the restore than in all
+        assert trial.last_result["iterations_since_restore"] < EPOCHS, trial.last_result
+
+
+def _only(folder: Path) -> str:
+    (name,) = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return name
