@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class Cluster:
 
     address: str
     root: Path
+    temp: Path
     env: dict[str, str]
     nodes: list[subprocess.Popen[Any]]
 
@@ -62,7 +64,7 @@ class Cluster:
         """
         before = self.alive_nodes()
         command = [RAY, "start", f"--address={self.address}", "--num-cpus=1", "--block",
-                   f"--temp-dir={self.root / name}", "--disable-usage-stats"]  # fmt: skip
+                   f"--temp-dir={self.temp / name}", "--disable-usage-stats"]  # fmt: skip
         if own_folder is not None:
             mount = f"mount -t tmpfs tmpfs {own_folder} && exec {' '.join(command)}"
             command = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount]
@@ -75,11 +77,12 @@ class Cluster:
         """Count the cluster's alive nodes (asked from a separate process: no Ray here)."""
         code = (
             "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, "
-            "logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+            "logging_level='ERROR'); print('ALIVE', sum(n['Alive'] for n in ray.nodes()))"
         )
         out = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
                              capture_output=True, text=True, timeout=120)  # fmt: skip
-        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
+        counts = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("ALIVE ")]
+        return int(counts[-1]) if counts else 0
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[Any]:
@@ -98,21 +101,24 @@ def _kill(node: subprocess.Popen[Any]) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("cluster")
+    # Ray's socket paths must stay under 108 bytes: its temp folders get short names.
+    temp = Path(tempfile.mkdtemp(prefix="tp-", dir="/tmp"))
     port = free_port()
     env = driver_env(root / "home", **FAST_HEALTH_CHECKS)
     head = _start(
         [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--block",
-         f"--temp-dir={root / 'head'}", "--include-dashboard=false", "--disable-usage-stats"],
+         f"--temp-dir={temp / 'head'}", "--include-dashboard=false", "--disable-usage-stats"],
         env,
         root / "head.log",
     )  # fmt: skip
-    made = Cluster(f"127.0.0.1:{port}", root, env, [head])
+    made = Cluster(f"127.0.0.1:{port}", root, temp, env, [head])
     try:
         wait_until(lambda: made.alive_nodes() == 1, 90, "the head node", head)
         yield made
     finally:
         for node in reversed(made.nodes):
             _kill(node)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_storage_folder_only_one_node_has_is_refused_before_any_trial(
