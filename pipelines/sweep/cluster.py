@@ -51,19 +51,65 @@ def ray_session(address: str | None, runtime_env: dict[str, Any] | None = None) 
 
 
 def check_resources(resources: ResourcesConfig) -> None:
-    """Fail before any trial starts if no node could ever host one trial."""
-    import ray
+    """Fail before any trial starts if no node could ever host one trial.
 
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    for node in nodes:
-        have = node.get("Resources", {})
-        if have.get("CPU", 0) >= resources.cpu and have.get("GPU", 0) >= resources.gpu:
-            return
+    A node alive now will do; so will a node type the cluster's autoscaler may still start (GPU
+    workers that scale from zero): the sweep then says it waits for one. A request no alive
+    node and no node type can meet is refused.
+    """
+    if any(_fits(node.get("Resources", {}), resources) for node in _alive_nodes()):
+        return
+    startable = [name for name, have in autoscaler_node_types() if _fits(have, resources)]
+    if startable:
+        logger.warning(
+            "no node can host a trial (%g CPU, %g GPU) yet: the sweep waits for the autoscaler "
+            "to start a %s node",
+            resources.cpu,
+            resources.gpu,
+            " or ".join(startable),
+        )
+        return
+    nodes = _alive_nodes()
     largest_cpu = max((n.get("Resources", {}).get("CPU", 0) for n in nodes), default=0)
     largest_gpu = max((n.get("Resources", {}).get("GPU", 0) for n in nodes), default=0)
+    types = autoscaler_node_types()
+    scaling = f"; no autoscaler node type has them either ({len(types)} types)" if types else ""
     raise ConfigError(
         f"no node has {resources.cpu:g} CPU and {resources.gpu:g} GPU for one trial "
-        f"(largest node: {largest_cpu:g} CPU, {largest_gpu:g} GPU)",
+        f"(largest node: {largest_cpu:g} CPU, {largest_gpu:g} GPU){scaling}",
         key="resources",
-        fix="lower resources.cpu/resources.gpu or add nodes with GPUs",
+        fix="lower resources.cpu/resources.gpu or add nodes (or node types) with GPUs",
     )
+
+
+def autoscaler_node_types() -> list[tuple[str, dict[str, float]]]:
+    """Return the node types the cluster's autoscaler may start: ``(name, resources)``.
+
+    The autoscaler (cluster launcher, KubeRay) publishes its node groups in the GCS, which is
+    where Ray Data reads them too; a cluster without an autoscaler has none. Types capped at
+    zero nodes are left out.
+    """
+    import ray._private.state
+
+    try:
+        config = ray._private.state.state.get_cluster_config()
+    except Exception as exc:  # an older Ray, or a GCS that does not answer: no types known
+        logger.debug("no autoscaler config: %s", exc)
+        return []
+    if not config:
+        return []
+    return [
+        (group.name, dict(group.resources))
+        for group in config.node_group_configs
+        if group.max_count != 0
+    ]
+
+
+def _alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def _fits(have: dict[str, Any], resources: ResourcesConfig) -> bool:
+    return bool(have.get("CPU", 0) >= resources.cpu and have.get("GPU", 0) >= resources.gpu)
