@@ -13,19 +13,24 @@ if TYPE_CHECKING:
     from pipelines.retrain.run import RetrainOutcome, run_retrain
     from pipelines.sweep.finish import SweepSummary
     from pipelines.sweep.run import run_sweep
+    from pipelines.sweep.submit import SweepJob, submit_sweep
 
 __all__ = [
     "ExperimentConfig",
     "RetrainOutcome",
+    "SweepJob",
     "SweepSummary",
     "load_config",
     "run_retrain",
     "run_sweep",
+    "submit_sweep",
 ]
 
 _LAZY = {
     "run_sweep": "pipelines.sweep.run",
     "SweepSummary": "pipelines.sweep.finish",
+    "submit_sweep": "pipelines.sweep.submit",
+    "SweepJob": "pipelines.sweep.submit",
     "run_retrain": "pipelines.retrain.run",
     "RetrainOutcome": "pipelines.retrain.run",
     "load_config": "pipelines.config",

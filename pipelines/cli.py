@@ -9,8 +9,9 @@ the experiment is running).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -105,6 +106,104 @@ def sweep(
         errors.print(f"[bold yellow]interrupted:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=exc.exit_code) from None
     print_summary(summary, config, console)
+
+
+JobAddressOpt = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        envvar="RAY_JOB_ADDRESS",
+        help="The cluster's job server, http://HEAD:8265 (default: RAY_JOB_ADDRESS).",
+    ),
+]
+
+
+@app.command()
+def submit(config: ConfigArg, address: JobAddressOpt, set_: SetOpt = None) -> None:
+    """Run the sweep on a cluster as a Ray job, print its id and where to look, and return.
+
+    The config is validated here first (exit 2 on bad input, nothing submitted); the config's
+    folder and tunepipe's code travel with the job. Follow it with `tunepipe jobs`.
+    """
+    from pipelines.config import load_config
+    from pipelines.overrides import parse_set_options
+    from pipelines.sweep.plan import plan_sweep
+    from pipelines.sweep.submit import submit_sweep
+
+    try:
+        loaded = load_config(config, parse_set_options(set_ or []))
+        plan_sweep(loaded)
+        job = submit_sweep(loaded, address, overrides=list(set_ or []))
+    except UserInputError as exc:
+        raise _fail(exc) from None
+    console.print(f"submitted: [bold]{job.job_id}[/]", highlight=False)
+    console.print(
+        f"Follow it: tunepipe jobs status|logs|stop {job.job_id} --address {address}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"MLflow: experiment {job.experiment!r} in the tracking store of the cluster's "
+        "driver (its MLFLOW_TRACKING_URI, or tracking.uri in the config); the sweep is a new "
+        "run there as soon as the job starts.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Follow sweeps submitted as Ray jobs.")
+app.add_typer(jobs_app, name="jobs")
+JobArg = Annotated[str, typer.Argument(help="The job id `tunepipe submit` printed.")]
+
+
+def _job(job_id: str, address: str) -> Any:
+    from pipelines.sweep.submit import SweepJob, job_client
+
+    try:
+        return SweepJob(job_id, address, _client=job_client(address))
+    except UserInputError as exc:
+        raise _fail(exc) from None
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: JobArg, address: JobAddressOpt) -> None:
+    """Print the job's status: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
+    try:
+        console.print(_job(job_id, address).status(), highlight=False)
+    except UserInputError as exc:
+        raise _fail(exc) from None
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: JobArg,
+    address: JobAddressOpt,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the job ends.")] = False,
+) -> None:
+    """Print the output of the job's driver (the sweep's progress and summary)."""
+    job = _job(job_id, address)
+    try:
+        shown = 0
+        while True:
+            text, status = job.logs(), job.status()
+            sys.stdout.write(text[shown:])
+            sys.stdout.flush()
+            shown = len(text)
+            if not follow or status in {"SUCCEEDED", "FAILED", "STOPPED"}:
+                return
+            time.sleep(2)
+    except UserInputError as exc:
+        raise _fail(exc) from None
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: JobArg, address: JobAddressOpt) -> None:
+    """Stop the job: the sweep stops its trials at a checkpoint; `sweep --resume` continues it."""
+    try:
+        stopped = _job(job_id, address).stop()
+    except UserInputError as exc:
+        raise _fail(exc) from None
+    console.print("stopping" if stopped else "already ended", highlight=False)
 
 
 @app.command()
