@@ -21,7 +21,7 @@ demo: $(STAMP)  ## a real 8-trial TPE + ASHA sweep of a CNN on MNIST-5k, tracked
 test: $(STAMP)  ## the default test suite, about 15 min on 2 cores (CI runs it, then test-slow)
 	$(PY) -m pytest -m "not slow" --durations=15
 
-test-slow: $(STAMP)  ## the long end-to-end runs (demo, tensorflow, text/audio sweeps, UI browser, replay, retrain, two-node cluster), about 20 min
+test-slow: $(STAMP)  ## the long end-to-end runs (demo, tensorflow, text/audio sweeps, UI browser, replay, retrain, clusters, the chaos suite), about 45 min
 	$(PY) -m pytest -m slow --durations=15
 
 lint: $(STAMP)  ## ruff, mypy and the import contracts of the design (pyproject.toml [tool.importlinter])

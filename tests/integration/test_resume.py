@@ -66,7 +66,8 @@ def test_killed_trial_continues_its_epoch_counter_from_the_checkpoint(framework:
     epochs = [int(m.value) for m in sorted(history, key=lambda m: (m.timestamp, m.step))]
     assert max(epochs) == 5
     assert epochs.count(1) == 1, f"the trial restarted from scratch: {epochs}"
-    assert len(epochs) <= 5 + 1, f"more than one epoch was redone: {epochs}"
+    # The epochs redone after the restore are not recorded twice: one point per epoch.
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5], epochs
     assert child.info.status == "FINISHED"
     assert "tunepipe.last_retry_error" in child.data.tags
     assert child.data.tags["tunepipe.end_reason"] == "completed"
