@@ -135,8 +135,13 @@ def _previous_best(run: RunRecord, metric: str) -> PreviousBest | None:
     )
 
 
-def check_same_data(sweep: SweepToExtend, fingerprint: str) -> None:
-    """Refuse to extend a sweep on data other than the data its trials were scored on.
+def check_same_data(
+    sweep: SweepToExtend,
+    fingerprint: str,
+    option: str = "--extend",
+    fix: str = "start a new sweep, or run tunepipe retrain, which warm-starts from it",
+) -> None:
+    """Refuse to extend (or resume) a sweep on data other than its trials were scored on.
 
     Raises:
         ConfigError: When the fingerprints differ.
@@ -146,6 +151,6 @@ def check_same_data(sweep: SweepToExtend, fingerprint: str) -> None:
         raise ConfigError(
             f"the data changed since sweep {sweep.run_id} (fingerprint "
             f"{sweep.data_fingerprint} then, {fingerprint} now): its scores are not comparable",
-            key="--extend",
-            fix="start a new sweep, or run tunepipe retrain, which warm-starts from it",
+            key=option,
+            fix=fix,
         )

@@ -20,7 +20,7 @@ from typing import Any
 
 from pipelines.config import ExperimentConfig
 from pipelines.errors import ConfigError
-from pipelines.sweep.extend import find_sweep_to_extend
+from pipelines.sweep.extend import check_same_data, find_sweep_to_extend
 from pipelines.sweep.storage import filesystem
 from pipelines.tracking import queries, schema
 from pipelines.tracking.client import client_for
@@ -91,13 +91,8 @@ def find_sweep_to_resume(
             )
     if run.status == "FINISHED":
         raise SweepAlreadyFinished(run_id, run.status)
-    if sweep.data_fingerprint and sweep.data_fingerprint != fingerprint:
-        raise ConfigError(
-            f"the data changed since sweep {run_id} started (fingerprint "
-            f"{sweep.data_fingerprint} then, {fingerprint} now)",
-            key="--resume",
-            fix="resume with the data the sweep started on, or start a new sweep",
-        )
+    fix = "resume with the data the sweep started on, or start a new sweep"
+    check_same_data(sweep, fingerprint, "--resume", fix)
     experiment_uri = run.tags.get(schema.TUNE_EXPERIMENT)
     if not experiment_uri:
         raise ConfigError(
