@@ -64,7 +64,8 @@ class Cluster:
         """
         before = self.alive_nodes()
         command = [RAY, "start", f"--address={self.address}", "--num-cpus=1", "--block",
-                   f"--temp-dir={self.temp / name}", "--disable-usage-stats"]  # fmt: skip
+                   f"--temp-dir={self.temp / name}", "--disable-usage-stats",
+                   f"--dashboard-agent-listen-port={free_port()}"]  # fmt: skip
         if own_folder is not None:
             mount = f"mount -t tmpfs tmpfs {own_folder} && exec {' '.join(command)}"
             command = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount]
@@ -107,7 +108,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = driver_env(root / "home", **FAST_HEALTH_CHECKS)
     head = _start(
         [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--block",
-         f"--temp-dir={temp / 'head'}", "--include-dashboard=false", "--disable-usage-stats"],
+         f"--temp-dir={temp / 'head'}", "--include-dashboard=false", "--disable-usage-stats",
+         f"--dashboard-agent-listen-port={free_port()}"],
         env,
         root / "head.log",
     )  # fmt: skip

@@ -9,6 +9,7 @@ cluster.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,7 +46,9 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         proc = subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--num-cpus=2",
              "--block", f"--temp-dir={temp}", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={port}", "--disable-usage-stats"],
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={port}", "--disable-usage-stats",
+             # The job agent's fixed default port is taken by any other Ray on this machine.
+             f"--dashboard-agent-listen-port={free_port()}"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     address = f"http://127.0.0.1:{port}"
@@ -55,6 +58,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _jobs(address: str) -> Any:
