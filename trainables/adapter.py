@@ -145,11 +145,17 @@ class _Trial:
         )
         self.stopper: EarlyStopping | None = early_stopping_from_hparams(hparams, settings.mode)
         self.restore_best = self.stopper is not None and self.stopper.restore_best
-        self.best_dir = Path(tempfile.mkdtemp(prefix="tunepipe-best-"))
+        # The early-stopping best weights, in a folder that lives as long as run() (set there).
+        self.best_dir = Path()
         self.epochs = int(hparams["epochs"])
         self.last_epoch = 0
 
     def run(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="tunepipe-best-") as best:
+            self.best_dir = Path(best)
+            self._epochs()
+
+    def _epochs(self) -> None:
         self._restore()
         for epoch in range(self.last_epoch + 1, self.epochs + 1):
             metrics = self._train_and_evaluate(epoch)
