@@ -57,9 +57,11 @@ def check_resources(resources: ResourcesConfig) -> None:
     workers that scale from zero): the sweep then says it waits for one. A request no alive
     node and no node type can meet is refused.
     """
-    if any(_fits(node.get("Resources", {}), resources) for node in _alive_nodes()):
+    nodes = _alive_nodes()
+    if any(_fits(node.get("Resources", {}), resources) for node in nodes):
         return
-    startable = [name for name, have in autoscaler_node_types() if _fits(have, resources)]
+    types = autoscaler_node_types()
+    startable = [name for name, have in types if _fits(have, resources)]
     if startable:
         logger.warning(
             "no node can host a trial (%g CPU, %g GPU) yet: the sweep waits for the autoscaler "
@@ -69,10 +71,8 @@ def check_resources(resources: ResourcesConfig) -> None:
             " or ".join(startable),
         )
         return
-    nodes = _alive_nodes()
     largest_cpu = max((n.get("Resources", {}).get("CPU", 0) for n in nodes), default=0)
     largest_gpu = max((n.get("Resources", {}).get("GPU", 0) for n in nodes), default=0)
-    types = autoscaler_node_types()
     scaling = f"; no autoscaler node type has them either ({len(types)} types)" if types else ""
     raise ConfigError(
         f"no node has {resources.cpu:g} CPU and {resources.gpu:g} GPU for one trial "

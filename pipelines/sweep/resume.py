@@ -23,8 +23,7 @@ from pipelines.errors import ConfigError
 from pipelines.sweep.extend import check_same_data, find_sweep_to_extend
 from pipelines.sweep.storage import filesystem
 from pipelines.tracking import queries, schema
-from pipelines.tracking.client import client_for
-from pipelines.tracking.orphans import driver_is_alive, mark_orphaned_sweeps
+from pipelines.tracking.orphans import driver_is_alive
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +72,8 @@ def find_sweep_to_resume(
 
     """
     uri = config.tracking.uri
-    experiment_id = queries.find_experiment(uri, config.experiment_name)
-    if experiment_id is not None:
-        # A sweep whose driver died is RUNNING until someone notices: notice it now.
-        mark_orphaned_sweeps(client_for(uri), experiment_id)
     if run_id in (None, LATEST):
+        experiment_id = queries.find_experiment(uri, config.experiment_name)
         run_id = _newest_sweep(uri, experiment_id, config.experiment_name)
     sweep = find_sweep_to_extend(config, run_id, "--resume")  # the identity checks of --extend
     run = queries.get_run(uri, run_id)
