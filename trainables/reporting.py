@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from trainables.checkpoint_manifest import damage, write_manifest
 from trainables.results import NODE_ID, trial_index_from_id
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,13 @@ def offline(cpus: int, trial_index: int) -> Iterator[OfflineSession]:
 
 @contextmanager
 def latest_checkpoint() -> Iterator[Path | None]:
-    """Yield the directory of the trial's latest checkpoint, or None on a fresh start."""
+    """Yield a local copy of the trial's newest whole checkpoint, or None on a fresh start.
+
+    The checkpoint Tune hands back is verified against its manifest first; if it is gone or
+    damaged, the trial's other checkpoints serve instead, newest first (the epoch counter comes
+    from the checkpoint itself). With none whole the trial starts over rather than failing on
+    every retry.
+    """
     if _offline is not None:
         yield None
         return
@@ -58,40 +65,45 @@ def latest_checkpoint() -> Iterator[Path | None]:
     if checkpoint is None:
         yield None
         return
-    checkpoint = _existing(checkpoint)
-    if checkpoint is None:
-        yield None
-        return
-    with checkpoint.as_directory() as directory:
-        yield Path(directory)
+    for candidate in _candidates(checkpoint):
+        with candidate.as_directory() as directory:
+            reason = damage(Path(directory))
+            if reason is None:
+                if candidate.path != checkpoint.path:
+                    logger.warning("resuming from %s instead", candidate.path)
+                yield Path(directory)
+                return
+        logger.warning("checkpoint %s is damaged: %s", candidate.path, reason)
+    logger.warning("no whole checkpoint of this trial is left; it starts from the beginning")
+    yield None
 
 
-def _existing(checkpoint: Any) -> Any:
-    """Return ``checkpoint`` if it exists, else the trial's newest checkpoint that does.
+def _candidates(checkpoint: Any) -> list[Any]:
+    """Return ``checkpoint`` if it still exists, then the trial's other checkpoints, newest first.
 
     Tune deletes a trial's checkpoints beyond ``num_to_keep`` as soon as a newer one is
     registered, while its experiment snapshot (what a resumed sweep starts from) is uploaded
-    later: a driver killed in between leaves a snapshot naming a deleted checkpoint, and the
-    trial could never resume. A newer checkpoint of the same trial then serves instead (the
-    epoch counter comes from the checkpoint itself).
+    later: a driver killed in between leaves a snapshot naming a deleted checkpoint. A killed
+    upload leaves a newer one half written; both cases are settled by the manifest check.
     """
     import pyarrow.fs
 
-    fs, path = checkpoint.filesystem, checkpoint.path
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-        return checkpoint
-    folder = path.rstrip("/").rpartition("/")[0]
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    exists = fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+    if not exists:
+        logger.warning("checkpoint %s is gone (deleted after Tune's last snapshot)", path)
+    folder = path.rpartition("/")[0]
     found = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
     siblings = sorted(
-        (info.path for info in found if info.base_name.startswith("checkpoint_")),
+        (
+            info.path.rstrip("/")
+            for info in found
+            if info.base_name.startswith("checkpoint_") and info.path.rstrip("/") != path
+        ),
         reverse=True,
     )
-    logger.warning(
-        "checkpoint %s is gone (deleted after Tune's last saved snapshot); resuming from %s",
-        path,
-        siblings[0] if siblings else "the start",
-    )
-    return tune.Checkpoint(siblings[0], filesystem=fs) if siblings else None
+    others = [tune.Checkpoint(sibling, filesystem=fs) for sibling in siblings]
+    return [checkpoint, *others] if exists else others
 
 
 def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = None) -> None:
@@ -109,6 +121,7 @@ def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = Non
         return
     with tempfile.TemporaryDirectory(prefix="tunepipe-ckpt-") as directory:
         save(Path(directory))
+        write_manifest(Path(directory))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 

@@ -55,7 +55,8 @@ def test_a_sigkilled_driver_on_object_storage_resumes_into_the_same_runs(
         "--set", f"storage.endpoint={s3_endpoint}",
     ]  # fmt: skip
     # A random point of the sweep, after at least one epoch (before it nothing is at stake).
-    seed = random.randrange(1_000_000)
+    # CHAOS_SEED replays a printed seed.
+    seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1_000_000))
     kill_after = random.Random(seed).randint(1, EPOCHS - 1)
     print(f"chaos seed {seed}: SIGKILL after {kill_after} epoch(s) of some trial")
 
@@ -77,6 +78,7 @@ def test_a_sigkilled_driver_on_object_storage_resumes_into_the_same_runs(
     assert parent.data.tags["tunepipe.tune_experiment"].startswith("s3://chaos-resume/sweeps/")
 
     resumed = tunepipe("sweep", str(CHAOS_CONFIG), *storage, "--resume", env=env, cwd=tmp_path)
+    (tmp_path / "2").write_text(resumed.stdout + resumed.stderr)  # kept for a failure's story
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "Registered model: models:/chaos/1" in resumed.stdout
     assert "s3://chaos-resume/sweeps/" in resumed.stdout  # the best checkpoint, on the store

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from pipelines import run_sweep
+from tests.support.chaos import CHAOS_CONFIG
 from tests.support.configs import shrunk
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -70,4 +73,64 @@ def test_killed_trial_continues_its_epoch_counter_from_the_checkpoint(framework:
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5], epochs
     assert child.info.status == "FINISHED"
     assert "tunepipe.last_retry_error" in child.data.tags
+    assert child.data.tags["tunepipe.end_reason"] == "completed"
+
+
+class DamageCheckpointAndKill(Callback):
+    """Truncates the weights of the checkpoint of ``at_epoch``, then SIGKILLs its trial's worker.
+
+    The damage is real (a file cut short on disk, as a full disk or a killed upload leaves it);
+    the restore that follows must pass over that checkpoint for the one before.
+    """
+
+    def __init__(self, at_epoch: int) -> None:
+        self.at_epoch = at_epoch
+        self.damaged: list[str] = []
+        self.epochs: list[int] = []
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self.epochs.append(int(result["epoch"]))
+
+    def on_checkpoint(
+        self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        folder = Path(checkpoint.path)
+        epoch = json.loads((folder / "tunepipe.json").read_text())["epoch"]
+        if self.damaged or epoch != self.at_epoch:
+            return
+        weights = folder / "weights.npy"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        self.damaged.append(str(folder))
+        os.kill(trial.last_result["pid"], signal.SIGKILL)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before() -> None:
+    # The chaos suite's model: epochs of a fixed second, so the kill lands before the next one.
+    callback = DamageCheckpointAndKill(at_epoch=3)
+    summary = run_sweep(
+        CHAOS_CONFIG,
+        {
+            "search.num_samples": 1,
+            "trainable.params.epochs": 5,
+            "trainable.params.epoch_seconds": 1.0,
+            "fault_tolerance.max_failures": 1,
+        },
+        callbacks=[callback],
+        progress=False,
+    )
+
+    assert len(callback.damaged) == 1, "the fault was not injected"
+    (result,) = list(summary.results)
+    assert result.error is None
+    # Epoch 3's checkpoint was damaged: the trial went on from epoch 2's and redid epoch 3.
+    assert callback.epochs == [1, 2, 3, 3, 4, 5], callback.epochs
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    (child,) = client.search_runs(
+        [summary.mlflow_experiment_id], filter_string="tags.`tunepipe.kind` = 'trial'"
+    )
+    assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "epoch")) == [
+        1, 2, 3, 4, 5,
+    ]  # fmt: skip
     assert child.data.tags["tunepipe.end_reason"] == "completed"

@@ -1,0 +1,78 @@
+"""Before a sweep is resumed: give every trial a checkpoint that Tune can restore from.
+
+Tune deletes a trial's checkpoints beyond ``num_to_keep`` as soon as a newer one is registered,
+and uploads its experiment snapshot (what ``Tuner.restore`` reads) only afterwards. A driver
+killed in that window leaves a snapshot naming a checkpoint that is gone, and Tune's restore then
+fails the trial on every retry ("does not exist on storage anymore"), losing it. The newest
+whole checkpoint of the same trial is still there: it is copied to the path the snapshot names.
+The trial resumes from that newer epoch (each checkpoint records its own epoch), so nothing is
+trained twice and MLflow's once-per-epoch history stays whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipelines.sweep.storage import filesystem, redact
+from trainables.checkpoint_manifest import damage
+
+logger = logging.getLogger(__name__)
+
+
+def fill_missing_checkpoints(experiment_uri: str) -> list[str]:
+    """Copy each unfinished trial's newest whole checkpoint to the path its snapshot names.
+
+    Args:
+        experiment_uri: The interrupted Tune experiment (a local path or an object-store URI).
+
+    Returns:
+        The checkpoint paths that were filled in (empty when every one was there).
+
+    """
+    import pyarrow.fs
+    from ray.tune import ExperimentAnalysis
+
+    fs, _ = filesystem(experiment_uri)
+    filled = []
+    for trial in ExperimentAnalysis(experiment_uri).trials:
+        checkpoint = trial.checkpoint
+        if trial.status == "TERMINATED" or checkpoint is None:
+            continue
+        named = checkpoint.path.rstrip("/")
+        if fs.get_file_info(named).type != pyarrow.fs.FileType.NotFound:
+            continue
+        source = _newest_whole_sibling(fs, named)
+        if source is None:
+            logger.warning("trial %s has no whole checkpoint left to resume from", trial.trial_id)
+            continue
+        pyarrow.fs.copy_files(source, named, source_filesystem=fs, destination_filesystem=fs)
+        logger.warning(
+            "trial %s: checkpoint %s was deleted after Tune's last snapshot; it resumes from %s",
+            trial.trial_id,
+            redact(named),
+            redact(source),
+        )
+        filled.append(named)
+    return filled
+
+
+def _newest_whole_sibling(fs: Any, named: str) -> str | None:
+    """Return the trial's newest checkpoint folder whose files match their manifest."""
+    import pyarrow.fs
+    from ray import tune
+
+    folder = named.rpartition("/")[0]
+    found = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+    siblings: list[str] = sorted(
+        (i.path.rstrip("/") for i in found if i.base_name.startswith("checkpoint_")),
+        reverse=True,
+    )
+    for sibling in siblings:
+        with tune.Checkpoint(sibling, filesystem=fs).as_directory() as local:
+            reason = damage(Path(local))
+        if reason is None:
+            return sibling
+        logger.warning("checkpoint %s is damaged: %s", redact(sibling), reason)
+    return None
