@@ -47,6 +47,7 @@ def fill_missing_checkpoints(experiment_uri: str) -> list[str]:
         if source is None:
             logger.warning("trial %s has no whole checkpoint left to resume from", trial.trial_id)
             continue
+        fs.create_dir(named, recursive=True)  # a local filesystem does not make it itself
         pyarrow.fs.copy_files(source, named, source_filesystem=fs, destination_filesystem=fs)
         logger.warning(
             "trial %s: checkpoint %s was deleted after Tune's last snapshot; it resumes from %s",

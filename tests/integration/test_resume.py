@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ray import tune
 from ray.tune import Callback
 
 from pipelines import run_sweep
+from pipelines.sweep.checkpoint_repair import fill_missing_checkpoints
 from tests.support.chaos import CHAOS_CONFIG
 from tests.support.configs import shrunk
+from trainables.checkpoint_manifest import write_manifest
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -134,3 +139,57 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before() -> None:
         1, 2, 3, 4, 5,
     ]  # fmt: skip
     assert child.data.tags["tunepipe.end_reason"] == "completed"
+
+
+def _counting_trial(config: dict[str, Any]) -> None:
+    """Three epochs with a checkpoint each; the first run fails after epoch 2."""
+    start = 0
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            start = json.loads((Path(folder) / "tunepipe.json").read_text())["epoch"]
+    for epoch in range(start + 1, 4):
+        with tempfile.TemporaryDirectory() as folder:
+            _write_checkpoint(Path(folder), epoch)
+            tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+        if epoch == 2 and start == 0:
+            raise RuntimeError("the first run dies here")
+
+
+def _write_checkpoint(folder: Path, epoch: int) -> None:
+    (folder / "tunepipe.json").write_text(json.dumps({"epoch": epoch}))
+    write_manifest(folder)
+
+
+def test_resume_fills_in_a_checkpoint_tune_deleted_after_its_last_snapshot(
+    tmp_path: Path,
+) -> None:
+    tuner = tune.Tuner(
+        _counting_trial,
+        run_config=tune.RunConfig(
+            name="race",
+            storage_path=str(tmp_path),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+            verbose=0,
+        ),
+    )
+    (failed,) = list(tuner.fit())
+    assert failed.error is not None
+    trial_folder = Path(failed.path)
+    named = trial_folder / "checkpoint_000001"  # epoch 2: the snapshot's latest
+    assert named.is_dir()
+    # What a driver killed between Tune's checkpoint deletion and its snapshot upload leaves:
+    # the named checkpoint is gone, a newer whole one (epoch 3) was uploaded after it.
+    shutil.rmtree(named)
+    (trial_folder / "checkpoint_000002").mkdir()
+    _write_checkpoint(trial_folder / "checkpoint_000002", 3)
+
+    assert fill_missing_checkpoints(str(tmp_path / "race")) == [str(named)]
+    assert json.loads((named / "tunepipe.json").read_text())["epoch"] == 3
+
+    restored = tune.Tuner.restore(
+        str(tmp_path / "race"), trainable=_counting_trial, resume_errored=True
+    )
+    (finished,) = list(restored.fit())
+    assert finished.error is None
+    assert fill_missing_checkpoints(str(tmp_path / "race")) == []  # nothing left to fill
