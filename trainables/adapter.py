@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +92,7 @@ def make_trial_function(
     """
 
     def run_trial(config: dict[str, Any], data: BatchSource) -> None:
+        reporting.remove_leftovers()  # of an earlier attempt of this trial, killed on this node
         hparams = settings.resolve(config)
         try:
             if settings.info.own_loop:
@@ -151,7 +151,7 @@ class _Trial:
         self.last_epoch = 0
 
     def run(self) -> None:
-        with tempfile.TemporaryDirectory(prefix="tunepipe-best-") as best:
+        with reporting.temporary_folder("best") as best:
             self.best_dir = Path(best)
             self._epochs()
 

@@ -121,12 +121,18 @@ class TrialContext:
             if checkpoint is None:
                 return None
             # Tune's folder is only valid inside this block: the trial keeps a copy.
-            self._restored = Path(tempfile.mkdtemp(prefix="tunepipe-resume-"))
+            self._restored = Path(tempfile.mkdtemp(prefix=reporting.temporary_prefix("resume")))
             shutil.copytree(checkpoint, self._restored, dirs_exist_ok=True)
         meta = self._restored / CHECKPOINT_META
         if meta.is_file():
             self._epochs_done = int(json.loads(meta.read_text()).get("epoch", 0))
         return self._restored
+
+    def close(self) -> None:
+        """Remove the trial's copy of its restored checkpoint (the trial has ended)."""
+        if self._restored is not None:
+            shutil.rmtree(self._restored, ignore_errors=True)
+            self._restored = None
 
     def log_model(self, model: Any, flavor: str | None = None, **options: Any) -> None:
         """Hand MLflow the trained model, saved with the next report's checkpoint.
@@ -191,6 +197,8 @@ def run_training_function(
         train(dict(hp), ctx)
     except StopTrial:
         return
+    finally:
+        ctx.close()
     if not ctx.reports:
         raise UserCodeError(
             f"the training function {code_name(train)} returned without reporting",

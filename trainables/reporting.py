@@ -10,8 +10,10 @@ reports collected in a list. ``tunepipe replay`` re-trains a recorded trial this
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,10 +121,48 @@ def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = Non
     if save is None:
         tune.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix="tunepipe-ckpt-") as directory:
+    with temporary_folder("ckpt") as directory:
         save(Path(directory))
         write_manifest(Path(directory))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def temporary_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
+    """Return a temporary folder named after the running trial (``tunepipe-<trial>-<kind>-*``).
+
+    A worker killed mid-trial cannot remove its temporary folders; named after the trial, they
+    are found and removed by the trial's next attempt (:func:`remove_leftovers`) or, on the
+    driver's machine, by the sweep when it ends.
+    """
+    return tempfile.TemporaryDirectory(prefix=temporary_prefix(kind))
+
+
+def temporary_prefix(kind: str) -> str:
+    """Return the name prefix of the running trial's temporary folders of ``kind``."""
+    return f"{leftover_prefix(_trial_id())}{kind}-"
+
+
+def leftover_prefix(trial_id: str) -> str:
+    """Return the name prefix of trial ``trial_id``'s temporary folders."""
+    return f"tunepipe-{trial_id}-"
+
+
+def remove_leftovers(trial_ids: Iterable[str] | None = None) -> None:
+    """Remove, on this machine, the temporary folders of ``trial_ids`` (default: this trial).
+
+    Only one attempt of a trial runs at a time, so any folder of the running trial found at its
+    start was left by an earlier attempt that was killed.
+    """
+    temp = Path(tempfile.gettempdir())
+    for trial_id in [_trial_id()] if trial_ids is None else trial_ids:
+        for folder in temp.glob(f"{leftover_prefix(trial_id)}*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _trial_id() -> str:
+    if _offline is not None:
+        return f"offline{os.getpid()}"
+    return tune.get_context().get_trial_id() or f"pid{os.getpid()}"
 
 
 def trial_resources() -> tuple[int, float]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pipelines.config import ExperimentConfig
 from pipelines.data import Prepared, SweepData, materialise, prepare_arrays
+from pipelines.paths import ensure_home
 from pipelines.sweep.cluster import check_resources, ray_session
 from pipelines.sweep.dry_run import dry_step
 from pipelines.sweep.extend import SweepToExtend, prepare_extension
@@ -39,6 +40,7 @@ from pipelines.tracking import schema
 from pipelines.tracking.callback import MlflowTrialCallback
 from pipelines.tracking.record import SweepRecord, code_version, package_versions
 from pipelines.tracking.sweep_run import SweepRun
+from trainables.reporting import remove_leftovers
 
 __all__ = [
     "SweepAlreadyFinished",
@@ -99,6 +101,7 @@ def run_sweep(
     """
     config = sweep_config(config, overrides, search_space=search_space, data=data)
     plan = plan_sweep(config, trainable)
+    ensure_home()  # 0700 before the cache, the store or Tune's results are written into it
     prepared, cache_hit = prepare_arrays(config.data)
     if plan.info.user_code:
         # The user's code is unknown until it runs: one real step now, before any cluster
@@ -227,6 +230,9 @@ def _fit_and_finish(
     except BaseException:
         sweep.end("KILLED")
         raise
+    finally:
+        # Temporary folders of trial attempts killed on this machine (their process could not).
+        remove_leftovers(tracker.run_ids)
     if stop.signum is not None:
         _close_interrupted(plan, sweep, tracker, stop)
     previous = base.best if base is not None else None

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ray import tune
 from ray.tune import Callback
 
 from pipelines import run_sweep
-from pipelines.sweep.checkpoint_repair import fill_missing_checkpoints
-from tests.support.chaos import CHAOS_CONFIG
 from tests.support.configs import shrunk
-from trainables.checkpoint_manifest import write_manifest
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -79,117 +71,3 @@ def test_killed_trial_continues_its_epoch_counter_from_the_checkpoint(framework:
     assert child.info.status == "FINISHED"
     assert "tunepipe.last_retry_error" in child.data.tags
     assert child.data.tags["tunepipe.end_reason"] == "completed"
-
-
-class DamageCheckpointAndKill(Callback):
-    """Truncates the weights of the checkpoint of ``at_epoch``, then SIGKILLs its trial's worker.
-
-    The damage is real (a file cut short on disk, as a full disk or a killed upload leaves it);
-    the restore that follows must pass over that checkpoint for the one before.
-    """
-
-    def __init__(self, at_epoch: int) -> None:
-        self.at_epoch = at_epoch
-        self.damaged: list[str] = []
-        self.epochs: list[int] = []
-
-    def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        self.epochs.append(int(result["epoch"]))
-
-    def on_checkpoint(
-        self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
-    ) -> None:
-        folder = Path(checkpoint.path)
-        epoch = json.loads((folder / "tunepipe.json").read_text())["epoch"]
-        if self.damaged or epoch != self.at_epoch:
-            return
-        weights = folder / "weights.npy"
-        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-        self.damaged.append(str(folder))
-        os.kill(trial.last_result["pid"], signal.SIGKILL)
-
-
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before() -> None:
-    # The chaos suite's model: epochs of a fixed second, so the kill lands before the next one.
-    callback = DamageCheckpointAndKill(at_epoch=3)
-    summary = run_sweep(
-        CHAOS_CONFIG,
-        {
-            "search.num_samples": 1,
-            "trainable.params.epochs": 5,
-            "trainable.params.epoch_seconds": 1.0,
-            "fault_tolerance.max_failures": 1,
-        },
-        callbacks=[callback],
-        progress=False,
-    )
-
-    assert len(callback.damaged) == 1, "the fault was not injected"
-    (result,) = list(summary.results)
-    assert result.error is None
-    # Epoch 3's checkpoint was damaged: the trial went on from epoch 2's and redid epoch 3.
-    assert callback.epochs == [1, 2, 3, 3, 4, 5], callback.epochs
-    client = MlflowClient(summary.mlflow_tracking_uri)
-    (child,) = client.search_runs(
-        [summary.mlflow_experiment_id], filter_string="tags.`tunepipe.kind` = 'trial'"
-    )
-    assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "epoch")) == [
-        1, 2, 3, 4, 5,
-    ]  # fmt: skip
-    assert child.data.tags["tunepipe.end_reason"] == "completed"
-
-
-def _counting_trial(config: dict[str, Any]) -> None:
-    """Three epochs with a checkpoint each; the first run fails after epoch 2."""
-    start = 0
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            start = json.loads((Path(folder) / "tunepipe.json").read_text())["epoch"]
-    for epoch in range(start + 1, 4):
-        with tempfile.TemporaryDirectory() as folder:
-            _write_checkpoint(Path(folder), epoch)
-            tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
-        if epoch == 2 and start == 0:
-            raise RuntimeError("the first run dies here")
-
-
-def _write_checkpoint(folder: Path, epoch: int) -> None:
-    (folder / "tunepipe.json").write_text(json.dumps({"epoch": epoch}))
-    write_manifest(folder)
-
-
-def test_resume_fills_in_a_checkpoint_tune_deleted_after_its_last_snapshot(
-    tmp_path: Path,
-) -> None:
-    tuner = tune.Tuner(
-        _counting_trial,
-        run_config=tune.RunConfig(
-            name="race",
-            storage_path=str(tmp_path),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
-            verbose=0,
-        ),
-    )
-    (failed,) = list(tuner.fit())
-    assert failed.error is not None
-    trial_folder = Path(failed.path)
-    named = trial_folder / "checkpoint_000001"  # epoch 2: the snapshot's latest
-    assert named.is_dir()
-    # What a driver killed between Tune's checkpoint deletion and its snapshot upload leaves:
-    # the named checkpoint is gone, a newer whole one (epoch 3) was uploaded after it.
-    shutil.rmtree(named)
-    (trial_folder / "checkpoint_000002").mkdir()
-    _write_checkpoint(trial_folder / "checkpoint_000002", 3)
-
-    assert fill_missing_checkpoints(str(tmp_path / "race")) == [str(named)]
-    assert json.loads((named / "tunepipe.json").read_text())["epoch"] == 3
-
-    restored = tune.Tuner.restore(
-        str(tmp_path / "race"), trainable=_counting_trial, resume_errored=True
-    )
-    (finished,) = list(restored.fit())
-    assert finished.error is None
-    assert fill_missing_checkpoints(str(tmp_path / "race")) == []  # nothing left to fill
