@@ -14,6 +14,7 @@ head's environment, as every node does.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -94,6 +95,23 @@ class SweepJob:
         return status
 
 
+def token_header() -> dict[str, str]:
+    """Return the ``Authorization`` header for a token-auth cluster, read from the environment now.
+
+    Ray's client reads ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN`` once per process and keeps what it
+    saw, so a program that sets them after it first used Ray would be refused; the header is
+    built from the environment at each call instead. The token goes only where token auth is
+    asked for (``RAY_AUTH_MODE=token``).
+    """
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if not token and Path(path).is_file():
+        token = Path(path).read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def job_client(address: str) -> Any:
     """Return Ray's job client for ``address`` (``http://HEAD:8265``).
 
@@ -104,7 +122,7 @@ def job_client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(address)
+        return JobSubmissionClient(address, headers=token_header())
     except Exception as exc:  # connection refused, 401/403, a non-Ray server
         raise ConfigError(
             f"cannot reach Ray's job server at {address}: {str(exc).splitlines()[0]}",

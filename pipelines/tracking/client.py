@@ -6,7 +6,8 @@ import os
 
 from mlflow.tracking import MlflowClient
 
-from pipelines.paths import artifact_root_for
+from pipelines.paths import artifact_root_for, prepare_sqlite_store
+from pipelines.secrets import with_credentials
 
 # Private by default: MLflow 3 reports usage to its developers unless told not to (and each
 # wrapped client call pays for it). A user who wants it sets the variable to "false".
@@ -14,8 +15,12 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
-    """Return an MLflow client for ``tracking_uri`` (cheap: MLflow caches the store)."""
-    return MlflowClient(tracking_uri=tracking_uri)
+    """Return an MLflow client for ``tracking_uri`` (cheap: MLflow caches the store).
+
+    A database password held back from the URI (:mod:`pipelines.secrets`) is put back here.
+    """
+    prepare_sqlite_store(tracking_uri)  # the database file 0600 before MLflow makes it
+    return MlflowClient(tracking_uri=with_credentials(tracking_uri))
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:

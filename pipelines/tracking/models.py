@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from mlflow.models import infer_signature
 
+from pipelines.secrets import with_credentials
 from pipelines.tracking import schema
 from pipelines.tracking.client import client_for
 from trainables.protocol import DataSpec
@@ -44,7 +45,7 @@ def register_best_model(
     if not info.can_export:  # the user's trainable class: its checkpoint, served by a wrapper
         from pipelines.tracking.checkpoint_model import log_checkpoint_model
 
-        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_tracking_uri(with_credentials(tracking_uri))
         with mlflow.start_run(run_id=run_id):
             logged = log_checkpoint_model(info, hparams, spec, checkpoint_dir, model_name)
         return _tag_version(tracking_uri, model_name, str(logged.registered_model_version), info)
@@ -57,7 +58,7 @@ def register_best_model(
         options["signature"] = infer_signature(*exported.signature_data)
     if exported.input_example is not None:
         options["input_example"] = exported.input_example
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(with_credentials(tracking_uri))
     with mlflow.start_run(run_id=run_id):
         logged = flavour.log_model(
             exported.model, name=schema.MODEL, registered_model_name=model_name, **options
@@ -88,7 +89,7 @@ def register_saved_model(
 
     client = client_for(tracking_uri)
     client.log_artifacts(run_id, str(folder), artifact_path=schema.MODEL)
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(with_credentials(tracking_uri))
     registered = mlflow.register_model(f"runs:/{run_id}/{schema.MODEL}", model_name)
     version = str(registered.version)
     client.set_model_version_tag(model_name, version, schema.VERSION_FRAMEWORK, framework)
@@ -118,7 +119,7 @@ def load_registered_model(
     if framework is None and version.run_id:  # registered before versions carried the tag
         framework = client.get_run(version.run_id).data.tags.get(schema.FRAMEWORK)
     uri = f"models:/{model_name}@{alias}"
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(with_credentials(tracking_uri))
     info = TRAINABLES.get(framework or "")
     if info is None or info.mlflow_flavor is None:
         # The user's own code, registered in a flavour of its choosing: MLflow's generic one.

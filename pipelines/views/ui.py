@@ -19,15 +19,36 @@ from pipelines.paths import (
     artifact_root_for,
     default_artifact_root,
     default_tracking_uri,
+    private_dir,
     tunepipe_home,
 )
+from pipelines.secrets import with_credentials
 from pipelines.views.links import experiment_link, run_link
+from pipelines.views.ui_auth import (
+    UiCredentials,
+    auth_server_environment,
+    check_exposure,
+    read_credentials,
+)
 
 STARTUP_TIMEOUT_S = 90.0
 
 
-def start_mlflow_server(tracking_uri: str, host: str, port: int) -> subprocess.Popen[bytes]:
-    """Start ``mlflow server`` over ``tracking_uri`` and return its process (not yet ready)."""
+def start_mlflow_server(
+    tracking_uri: str, host: str, port: int, credentials: UiCredentials | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``mlflow server`` over ``tracking_uri`` and return its process (not yet ready).
+
+    Args:
+        tracking_uri: The store to serve (SQLite, a database or a folder).
+        host: The interface to bind.
+        port: The port to listen on.
+        credentials: The admin user of MLflow's basic-auth app; None serves without auth.
+
+    The store's URI reaches the server through its environment: a database password in it
+    would show in ``ps`` on a command line.
+
+    """
     if not tracking_uri.startswith(("sqlite:", "postgresql", "mysql", "file:")):
         raise ConfigError(
             f"cannot serve a UI for {tracking_uri!r}: it is already a server",
@@ -37,17 +58,19 @@ def start_mlflow_server(tracking_uri: str, host: str, port: int) -> subprocess.P
     artifacts = (artifact_root_for(tracking_uri) or default_artifact_root()).as_uri()
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", tracking_uri,
         "--default-artifact-root", artifacts,
         "--artifacts-destination", artifacts,
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    env = dict(os.environ)
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": with_credentials(tracking_uri)}
+    if credentials is not None:
+        command += ["--app-name", "basic-auth"]
+        env.update(auth_server_environment(credentials))
     # MLflow 3 also starts seven background job consumers (for its GenAI jobs) unless told not
     # to; the UI of a sweep needs none of them, and on a small machine they cost seconds.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     log_path = server_log_path()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_path.parent)
     with log_path.open("ab") as log:  # a pipe nobody reads would block a chatty server
         # Its own session: the server's uvicorn workers form one process group that
         # stop_mlflow_server ends together (ending only the parent would orphan them).
@@ -105,8 +128,29 @@ def latest_sweep_link(tracking_uri: str, experiment_name: str, base_url: str) ->
     return run_link(base_url, experiment_id, run_id)
 
 
-def serve_ui(config: Path | None, *, host: str, port: int, console: Console) -> None:
-    """Serve the UI until Ctrl-C, printing the link to the config's latest sweep."""
+def serve_ui(
+    config: Path | None,
+    *,
+    host: str,
+    port: int,
+    console: Console,
+    auth: bool = False,
+    auth_file: Path | None = None,
+) -> None:
+    """Serve the UI until Ctrl-C, printing the link to the config's latest sweep.
+
+    Args:
+        config: An experiment file whose store and latest sweep to show (else the default store).
+        host: The interface to bind; beyond loopback only with ``auth``.
+        port: The port to listen on.
+        console: Where the link is printed.
+        auth: Serve MLflow's basic-auth app (anonymous requests get 401).
+        auth_file: A file with one line ``user:password`` for the admin user (else MLflow's
+            ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``).
+
+    """
+    check_exposure(host, auth or auth_file is not None)
+    credentials = read_credentials(auth_file) if auth or auth_file is not None else None
     tracking_uri, experiment = default_tracking_uri(), None
     if config is not None:
         from pipelines.config import load_config
@@ -114,7 +158,7 @@ def serve_ui(config: Path | None, *, host: str, port: int, console: Console) -> 
         loaded = load_config(config)
         tracking_uri, experiment = loaded.tracking.uri, loaded.experiment_name
     base_url = f"http://{host}:{port}"
-    process = start_mlflow_server(tracking_uri, host, port)
+    process = start_mlflow_server(tracking_uri, host, port, credentials)
     # A service manager (or `kill`) stops us with SIGTERM: stop the server as on Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:

@@ -9,11 +9,14 @@ cluster.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,9 @@ from tests.support.reconcile import tunepipe
 pytestmark = pytest.mark.slow  # a Ray head with its dashboard, two sweeps as jobs: ~2 minutes
 
 BIN = Path(sys.executable).parent
+# The head uses token auth, as the shipped cluster configs do; clients pass this token.
+TOKEN = secrets.token_hex(32)
+TOKEN_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +48,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         # trials to stop at a checkpoint and the runs to be closed.
         RAY_JOB_STOP_WAIT_TIME_S="60",
     )
+    env.update(TOKEN_ENV)
     with (root / "head.log").open("w") as log:
         proc = subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--num-cpus=2",
@@ -65,16 +72,39 @@ def _jobs(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(address).list_jobs()
+        return JobSubmissionClient(
+            address, headers={"Authorization": f"Bearer {TOKEN}"}
+        ).list_jobs()
     except Exception:
         return None
+
+
+def _http_status(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def test_a_submitted_sweep_runs_on_the_cluster_and_can_be_followed_and_stopped(
     head: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     address, cluster_home = head
-    env = driver_env(tmp_path / "submitter-home")
+    # Without the token: Ray's own client is refused, and so is a raw request.
+    anonymous = tunepipe("submit", str(CHAOS_CONFIG), "--address", address,
+                         env=driver_env(tmp_path / "anonymous-home"), cwd=tmp_path)  # fmt: skip
+    assert anonymous.returncode == 2, anonymous.stderr[-2000:]
+    assert "cannot reach Ray's job server" in anonymous.stderr
+    assert "Traceback" not in anonymous.stderr
+    assert _http_status(f"{address}/api/jobs/") == 401
+    assert _http_status(f"{address}/api/jobs/", token="0" * 64) == 403
+    assert _jobs(address) == [], "an unauthenticated submission was accepted"
+
+    env = {**driver_env(tmp_path / "submitter-home"), **TOKEN_ENV}
 
     bad = tunepipe("submit", str(CHAOS_CONFIG), "--address", address,
                    "--set", "search.method=nosuch", env=env, cwd=tmp_path)  # fmt: skip
@@ -101,7 +131,8 @@ def test_a_submitted_sweep_runs_on_the_cluster_and_can_be_followed_and_stopped(
     from pipelines.config import load_config
     from pipelines.sweep.submit import submit_sweep
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    for name, value in TOKEN_ENV.items():
+        monkeypatch.setenv(name, value)
     job = submit_sweep(load_config(CHAOS_CONFIG, {"name": "stopped"}), address,
                        overrides=["name=stopped"])  # fmt: skip
     wait_until(lambda: max(epochs_recorded(tracking, "stopped"), default=0) >= 1, 240,

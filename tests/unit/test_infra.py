@@ -285,6 +285,34 @@ def test_cluster_launcher_config_is_valid_for_this_ray() -> None:
     assert f"rayproject/ray:{metadata.version('ray')}-" in config["docker"]["image"]
 
 
+@pytest.mark.parametrize("commands", ["head_start_ray_commands", "worker_start_ray_commands"])
+def test_cluster_nodes_start_ray_with_token_auth_whatever_the_env_file_says(
+    commands: str, tmp_path: Path
+) -> None:
+    # The node's real start command, run by bash with a stand-in `ray` that shows its auth mode.
+    start = _yaml(CLUSTER)[commands][-1]
+    env_file = tmp_path / "retrain.env"
+    start = start.replace("~/.config/tunepipe/retrain.env", str(env_file))
+    # Raising the open-files limit needs the node's privileges, which a test runner may lack.
+    start = start.replace("ulimit -n 65536", "true")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ray").write_text('#!/bin/sh\necho "ray $1 auth=$RAY_AUTH_MODE"\n')
+    (bin_dir / "ray").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    env_file.write_text(f"RAY_AUTH_MODE=disabled\nRAY_AUTH_TOKEN={'a' * 64}\n")
+    started = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    assert "auth=token" in started.stdout
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+
+    env_file.write_text("MLFLOW_TRACKING_URI=http://mlflow:5000\n")  # no token
+    refused = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "ray" not in refused.stdout
+    assert "RAY_AUTH_TOKEN" in refused.stderr
+
+
 def test_systemd_units_link_up_and_treat_busy_as_success() -> None:
     service, timer = _unit(SERVICE), _unit(TIMER)
     assert {"Unit", "Service"} <= set(service.sections())
