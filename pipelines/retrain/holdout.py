@@ -12,6 +12,7 @@ import dataclasses
 import json
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,25 +43,46 @@ def score_sweep_model(
     """Return the metrics of sweep ``run_id``'s best model on ``(x, y)``.
 
     Raises:
-        RunNotFound: When the run has no best checkpoint.
+        RunNotFound: When the run has no best checkpoint, or MLflow could not be read.
         ValueError, RuntimeError: When the model does not fit this data (another input shape or
             class count), as the framework reports it.
 
     """
-    info, metric = plan.info, plan.config.metric
+    with downloaded_checkpoint(tracking_uri, run_id) as local:
+        return score_checkpoint(local, plan, spec, x, y)
+
+
+@contextmanager
+def downloaded_checkpoint(tracking_uri: str, run_id: str) -> Iterator[Path]:
+    """Download sweep ``run_id``'s best checkpoint into a temporary folder, for the block.
+
+    Raises:
+        RunNotFound: When the run has no best checkpoint, or MLflow could not be read.
+
+    """
     with tempfile.TemporaryDirectory(prefix="tunepipe-holdout-") as folder:
-        local = queries.download(tracking_uri, run_id, schema.BEST_CHECKPOINT, Path(folder))
-        if info.own_loop:
-            # A training function's model is the one it handed to ctx.log_model.
-            scores = predict_saved_model(local / MODEL_FOLDER, x)
-            name = prediction_metric(metric, plan.extra_metrics) or metric
-            return {metric: from_predictions(name, y, scores, spec.task, spec.target_std)}
-        hparams = json.loads((local / CHECKPOINT_META).read_text())["hparams"]
-        trainable = info.instantiate()
-        trainable.setup(hparams, spec, "cpu")
-        trainable.load(local)
-        metrics: dict[str, float] = dict(trainable.evaluate(holdout_batches(x, y)))
-        if plan.extra_metrics is not None:
-            extra = dataclasses.replace(plan.extra_metrics, target_std=spec.target_std)
-            metrics.update(trainable_metrics(trainable, extra, holdout_batches(x, y)))
+        yield queries.download(tracking_uri, run_id, schema.BEST_CHECKPOINT, Path(folder))
+
+
+def score_checkpoint(
+    local: Path, plan: SweepPlan, spec: DataSpec, x: np.ndarray, y: np.ndarray
+) -> dict[str, float]:
+    """Return the metrics of the best checkpoint in folder ``local`` on ``(x, y)``.
+
+    Nothing here reaches MLflow or the network: the files are already on this machine.
+    """
+    info, metric = plan.info, plan.config.metric
+    if info.own_loop:
+        # A training function's model is the one it handed to ctx.log_model.
+        scores = predict_saved_model(local / MODEL_FOLDER, x)
+        name = prediction_metric(metric, plan.extra_metrics) or metric
+        return {metric: from_predictions(name, y, scores, spec.task, spec.target_std)}
+    hparams = json.loads((local / CHECKPOINT_META).read_text())["hparams"]
+    trainable = info.instantiate()
+    trainable.setup(hparams, spec, "cpu")
+    trainable.load(local)
+    metrics: dict[str, float] = dict(trainable.evaluate(holdout_batches(x, y)))
+    if plan.extra_metrics is not None:
+        extra = dataclasses.replace(plan.extra_metrics, target_std=spec.target_std)
+        metrics.update(trainable_metrics(trainable, extra, holdout_batches(x, y)))
     return metrics

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.paths import tunepipe_home
+from pipelines.paths import PRIVATE_FILE_MODE, private_dir, tunepipe_home
 
 #: Exit code when another retrain of the experiment holds the lock (sysexits' EX_TEMPFAIL).
 EXIT_BUSY = 75
@@ -20,16 +20,17 @@ class RetrainBusy(RuntimeError):
 def experiment_lock(experiment: str) -> Iterator[Path]:
     """Hold the experiment's retrain lock, or raise :class:`RetrainBusy` at once.
 
-    An OS file lock under ``$TUNEPIPE_HOME/locks``: the kernel releases it when the process
-    dies, so a killed retrain never leaves a stale lock behind. It serialises retrains that
-    share the state folder; a schedule across machines adds its own (Kubernetes'
-    ``concurrencyPolicy: Forbid``, see infra/README.md).
+    An OS file lock under ``$TUNEPIPE_HOME/locks`` (mode 0600, in folders of mode 0700): the
+    kernel releases it when the process dies, so a killed retrain never leaves a stale lock
+    behind. It serialises retrains that share the state folder; a schedule across machines adds
+    its own (Kubernetes' ``concurrencyPolicy: Forbid``, see infra/README.md).
     """
     from filelock import FileLock, Timeout
 
-    path = tunepipe_home() / "locks" / f"retrain-{experiment}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0)
+    # Private: another user on the machine can neither read the state nor take the lock to
+    # block every retrain. The first retrain creates the state folder here, 0700 from the start.
+    path = private_dir(tunepipe_home() / "locks") / f"retrain-{experiment}.lock"
+    lock = FileLock(str(path), timeout=0, mode=PRIVATE_FILE_MODE)
     try:
         lock.acquire()
     except Timeout:

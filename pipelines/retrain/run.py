@@ -13,67 +13,65 @@ A retrain is meant to run unattended on a schedule, so it is built to be boring:
    current ``champion`` are scored on the holdout split, rows no trial ever saw
    (``data.holdout_fraction``, a hash of each row's features so the split is stable as the data
    grows). Only a challenger that beats the champion by more than ``retrain.margin`` moves the
-   ``champion`` alias. Decision, both scores and the reason are tags and metrics of the run.
+   ``champion`` alias. Decision, both scores and the reason are tags and metrics of the run
+   (:mod:`.judge`).
 
 Every step leaves its stage on the run (``tunepipe.retrain_stage``), which makes a rerun after a
 kill safe: a retrain that had registered its challenger resumes at the judging step (no second
 version); one killed while tuning is marked abandoned and started afresh. ``champion`` only ever
-moves after a completed evaluation.
+moves after a completed evaluation, or when the champion can never score today's data; a
+champion that could not be scored for any other reason stays, and the retrain fails (exit 1).
+
+Nothing is left RUNNING: SIGINT or SIGTERM stops the retrain, which closes its runs (and its
+re-tune's trials) as KILLED with end reason ``interrupted``; an error closes them as FAILED; the
+runs of a retrain that was SIGKILLed are closed by the next ``tunepipe retrain`` or ``tunepipe
+sweep`` of the experiment (:mod:`pipelines.tracking.orphans`).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.config import ExperimentConfig, load_config
 from pipelines.data import Prepared, prepare_arrays
 from pipelines.errors import ConfigError, DataError
+from pipelines.paths import prepare_sqlite_store
+from pipelines.retrain.judge import RetrainFailed, RetrainOutcome, judge
 from pipelines.retrain.lock import EXIT_BUSY, RetrainBusy, experiment_lock
-from pipelines.retrain.rules import decide, retrain_config
+from pipelines.retrain.rules import retrain_config
 from pipelines.sweep.plan import SweepPlan, plan_sweep
+from pipelines.sweep.signals import StopRequest, SweepInterrupted, graceful_stop
 from pipelines.tracking import champion, queries, schema
-from pipelines.tracking.champion import Decision
 from pipelines.tracking.client import experiment_id
 from pipelines.tracking.queries import ModelVersionRecord
 from trainables.metrics import prediction_metric
 
-__all__ = ["EXIT_BUSY", "RetrainBusy", "RetrainOutcome", "run_retrain"]
+__all__ = [
+    "EXIT_BUSY",
+    "RetrainBusy",
+    "RetrainFailed",
+    "RetrainInterrupted",
+    "RetrainOutcome",
+    "run_retrain",
+]
 
 logger = logging.getLogger(__name__)
 
+#: What becomes of an interrupted retrain's work.
+TAKEN_UP = (
+    "the next `tunepipe retrain` judges its challenger if it registered one, else starts afresh"
+)
 
-@dataclass(frozen=True)
-class RetrainOutcome:
-    """What a retrain decided and why.
 
-    Attributes:
-        decision: ``promoted``, ``kept`` or ``skipped``.
-        reason: One sentence a person can read in a log.
-        run_id: The MLflow run holding the record (the re-tune's sweep run, or the skip record).
-        metric: The metric both models were judged on.
-        challenger_version: Version registered by this retrain (None when skipped).
-        champion_version: The champion after the decision (None if there is none).
-        challenger_score: The challenger's holdout score.
-        champion_score: The previous champion's holdout score (None without one).
-        resumed: Whether an interrupted retrain was finished instead of starting a new one.
-        experiment_id: The MLflow experiment (for UI links).
+class RetrainInterrupted(SweepInterrupted):
+    """SIGINT or SIGTERM stopped the retrain; its runs were closed as KILLED.
 
+    ``exit_code`` is the shell's for the signal (130, 143); the next retrain takes it up.
     """
-
-    decision: str
-    reason: str
-    run_id: str
-    metric: str
-    challenger_version: str | None = None
-    champion_version: str | None = None
-    challenger_score: float | None = None
-    champion_score: float | None = None
-    resumed: bool = False
-    experiment_id: str = ""
 
 
 def run_retrain(
@@ -102,6 +100,10 @@ def run_retrain(
     Raises:
         UserInputError: For invalid input, before the lock, MLflow or Ray are touched.
         RetrainBusy: When another retrain of the experiment is running.
+        SweepFailed: When the re-tune produced nothing usable.
+        RetrainFailed: A ``SweepFailed`` too: the champion could not be scored for a reason
+            that may pass (it stays champion; the run records why).
+        RetrainInterrupted: When SIGINT or SIGTERM stopped it (its runs are closed).
 
     """
     if not isinstance(config, ExperimentConfig):
@@ -115,7 +117,37 @@ def run_retrain(
             fix="use val_accuracy, val_rmse, val_mae, a library metric or a module:function",
         )
     with experiment_lock(plan.config.experiment_name):
-        return _Retrain(plan, force, address, progress, on_stage or (lambda _: None)).run()
+        retrain = _Retrain(plan, force, address, progress, on_stage or (lambda _: None))
+        # SIGINT and SIGTERM stop it with an exception (at the trials' checkpoints while the
+        # re-tune runs), so its runs are closed on the way out instead of left RUNNING.
+        with graceful_stop() as stop:
+            try:
+                return retrain.run()
+            except BaseException as exc:
+                request = stop_request(exc, stop)
+                closed = retrain.close_open_runs(exc, request)
+                if request is None:
+                    raise
+                detail = f"stopped by {request.name}; {TAKEN_UP}"
+                raise RetrainInterrupted(closed[0] if closed else "", request, detail) from None
+
+
+def stop_request(error: BaseException, stop: StopRequest) -> StopRequest | None:
+    """Return the signal that stopped the retrain, or None when ``error`` is not a signal's.
+
+    Args:
+        error: What ended the retrain.
+        stop: What :func:`~pipelines.sweep.signals.graceful_stop` saw.
+
+    """
+    if isinstance(error, SweepInterrupted):  # the re-tune stopped at its checkpoints
+        return StopRequest(signal.Signals[error.signal]) if error.signal else stop
+    if isinstance(error, KeyboardInterrupt):
+        return StopRequest(stop.signum or signal.SIGINT)
+    if isinstance(error, SystemExit) and error.code == signal.SIGTERM:
+        # ray.init sets SIGTERM to sys.exit(SIGTERM) for the rest of the process's life.
+        return StopRequest(signal.SIGTERM)
+    return None
 
 
 class _Retrain:
@@ -134,6 +166,7 @@ class _Retrain:
         self.progress, self.on_stage = progress, on_stage
         self.name = self.config.experiment_name
         self.uri = self.config.tracking.uri
+        prepare_sqlite_store(self.uri)  # a private (0600) database, before MLflow creates one
         self.experiment_id = experiment_id(self.uri, self.name)
 
     def run(self) -> RetrainOutcome:
@@ -144,11 +177,13 @@ class _Retrain:
                 key="retrain.holdout_fraction",
                 fix="raise it (or data.holdout_fraction) so some rows are set aside",
             )
+        # Runs of a retrain or sweep whose driver was SIGKILLed are still RUNNING: close them.
+        champion.close_orphans(self.uri, self.experiment_id)
         fingerprint = prepared.fingerprint()
         unfinished = self._unfinished(fingerprint)
         if unfinished is not None:
             run, version = unfinished
-            champion.close_if_running(self.uri, run.run_id, run.status)  # killed before it closed
+            champion.finish_resumed(self.uri, run.run_id, run.status)
             return self._judge(run.run_id, version, prepared, resumed=True)
         if not self.force:
             skipped = self._skip_if_unchanged(fingerprint)
@@ -156,6 +191,23 @@ class _Retrain:
                 return skipped
         run_id, version = self._tune(prepared, cache_hit)
         return self._judge(run_id, version, prepared, resumed=False)
+
+    def close_open_runs(self, error: BaseException, request: StopRequest | None) -> list[str]:
+        """Close the runs this retrain left RUNNING as it stops; return the ones closed.
+
+        Best effort: when MLflow cannot be reached, the next command closes them instead.
+        """
+        if request is not None:
+            status, reason = "KILLED", schema.INTERRUPTED
+            detail = f"stopped by {request.name}; {TAKEN_UP}"
+        else:
+            status, reason = "FAILED", "failed"
+            detail = f"the retrain stopped with {type(error).__name__}: {error}"
+        try:
+            return champion.close_own_runs(self.uri, self.experiment_id, status, reason, detail)
+        except Exception as exc:  # MLflow down: orphans.mark_orphaned_sweeps closes them later
+            logger.warning("could not close the retrain's runs: %s", exc)
+            return []
 
     def _unfinished(self, fingerprint: str) -> tuple[queries.RunRecord, str] | None:
         """Find a retrain killed after registering its challenger, on the same data.
@@ -223,69 +275,18 @@ class _Retrain:
         return summary.mlflow_parent_run_id, summary.model_version
 
     def _champion(self) -> ModelVersionRecord | None:
-        return queries.model_version_by_alias(self.uri, self.name, schema.CHAMPION)
-
-    def _score(self, run_id: str, prepared: Prepared) -> float:
-        from pipelines.retrain.holdout import score_sweep_model
-
-        assert prepared.x_holdout is not None and prepared.y_holdout is not None  # checked in run
-        metrics = score_sweep_model(
-            self.uri,
-            run_id,
-            self.plan,
-            prepared.spec(),
-            prepared.x_holdout,
-            prepared.y_holdout,
-        )
-        return float(metrics[self.config.metric])
+        # Strict: an outage raises here instead of passing for "no champion yet".
+        return champion.current_champion(self.uri, self.name)
 
     def _judge(
         self, run_id: str, version: str, prepared: Prepared, *, resumed: bool
     ) -> RetrainOutcome:
-        """Score challenger and champion on the holdout, decide, and record it all."""
-        # Idempotent: a rerun after a kill between registering and aliasing completes it.
-        champion.set_alias(self.uri, self.name, schema.CHALLENGER, version)
-        challenger = self._score(run_id, prepared)
-        current = self._champion()
-        champion_score: float | None = None
-        problem = ""
-        if current is not None:
-            try:
-                champion_score = self._score(current.run_id, prepared)
-            except Exception as exc:  # a champion that cannot read today's data is no rival
-                problem = f"the champion (v{current.version}) cannot score this data: {exc}"
-                logger.warning(problem)
-        self.on_stage("evaluated")
-        decision, reason = decide(
-            challenger, champion_score, self.config.mode, self.config.retrain.margin, problem
-        )
-        before = current.version if current else None
-        after = version if decision == "promoted" else before
-        champion.record_decision(
-            self.uri,
+        return judge(
+            self.plan,
+            prepared,
             run_id,
-            Decision(
-                model_name=self.name,
-                challenger_version=version,
-                decision=decision,
-                reason=reason,
-                metric=self.config.metric,
-                challenger_score=challenger,
-                champion_score=champion_score,
-                champion_before=before,
-                champion_after=after,
-            ),
-        )
-        self.on_stage("decided")
-        return RetrainOutcome(
-            decision=decision,
-            reason=reason,
-            run_id=run_id,
-            metric=self.config.metric,
-            challenger_version=version,
-            champion_version=after,
-            challenger_score=challenger,
-            champion_score=champion_score,
-            resumed=resumed,
+            version,
             experiment_id=self.experiment_id,
+            resumed=resumed,
+            on_stage=self.on_stage,
         )

@@ -46,6 +46,8 @@ EXIT_MEANINGS = {
     1: "failed (no usable trial or a cluster error); the next firing tries again",
     2: "bad input: fix the config or data, every firing fails the same way until then",
     EX_TEMPFAIL: "busy: another retrain of this experiment holds the lock; not an error",
+    130: "interrupted (Ctrl-C); its runs were closed, the next firing tries again",
+    143: "stopped (SIGTERM); its runs were closed, the next firing tries again",
 }
 
 #: A firing up to an hour late (machine asleep, process paused) still runs; later ones are

@@ -89,6 +89,17 @@ CHAMPION_AFTER: Final = "tunepipe.champion_after"
 RETRAIN_STAGES: Final = ("tuning", "registered", "evaluated", "decided")
 STAGE_ABANDONED: Final = "abandoned"
 STAGE_DECIDED: Final = "decided"
+#: Decisions a retrain records: "failed" when the champion could not be scored for a reason
+#: that may pass (MLflow or the network down); the champion then stays, and the next retrain
+#: judges the same challenger again.
+RETRAIN_DECISIONS: Final = ("promoted", "kept", "skipped", "failed")
+DECISION_FAILED: Final = "failed"
+#: What a retrain's model was trained for (framework, task, input shape, classes, feature
+#: columns), as JSON: a later retrain that cannot score it on its data says which one changed.
+MODEL_INPUTS: Final = "tunepipe.model_inputs"
+#: Why a champion was replaced without a score: which of its inputs today's data no longer has
+#: (``framework``, ``not_installed``, ``input_shape``, ...).
+CHAMPION_INCOMPATIBLE: Final = "tunepipe.champion_incompatible"
 
 # Registered model aliases: every sweep's best becomes the challenger; a retrain promotes it.
 CHALLENGER: Final = "challenger"

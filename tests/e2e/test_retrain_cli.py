@@ -64,6 +64,16 @@ def _retrain_runs(home: Path) -> list[object]:
     )
 
 
+def _running(home: Path) -> list[str]:
+    """The experiment's runs still RUNNING, as ``kind:run_id``."""
+    client = _client(home)
+    experiment = client.get_experiment_by_name(NAME)
+    found = client.search_runs(
+        [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+    return [f"{run.data.tags.get('tunepipe.kind')}:{run.info.run_id}" for run in found]
+
+
 def test_a_retrain_while_another_holds_the_lock_exits_75_and_records_nothing(
     isolated_home: Path,
 ) -> None:
@@ -155,6 +165,7 @@ def test_killed_retrains_leave_no_duplicate_versions_and_an_evaluated_champion(
     tuning.wait(timeout=60)
     assert _versions(isolated_home) == ["1", "2"]
     assert _champion(isolated_home) == champion_now
+    assert _running(isolated_home)  # a SIGKILLed driver cannot close its runs itself
 
     rerun = _retrain(isolated_home)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -163,6 +174,9 @@ def test_killed_retrains_leave_no_duplicate_versions_and_an_evaluated_champion(
         if run.data.tags.get("tunepipe.retrain_stage") == "abandoned"
     )  # fmt: skip
     assert abandoned.info.status == "KILLED"
+    assert abandoned.data.tags["tunepipe.end_reason"] == "interrupted"
+    # Nothing left RUNNING: the rerun closed the dead re-tune's run and its trials.
+    assert _running(isolated_home) == []
     # The data did not change since the last judged retrain: nothing to do, nothing registered.
     assert "skipped" in rerun.stdout
     assert _versions(isolated_home) == ["1", "2"]

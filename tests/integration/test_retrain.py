@@ -13,6 +13,7 @@ read what it recorded:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,6 +167,10 @@ def test_first_retrain_without_a_champion_promotes_its_challenger(scenario: Scen
     assert run.data.tags["tunepipe.retrain_decision"] == "promoted"
     assert run.data.tags["tunepipe.retrain_reason"] == first.reason
     assert run.data.metrics["holdout_val_accuracy"] == pytest.approx(first.challenger_score)
+    # What its model was trained for: a later retrain that cannot score it says what changed.
+    inputs = json.loads(run.data.tags["tunepipe.model_inputs"])
+    assert inputs["framework"] == "torch" and inputs["input_shape"] == [64]
+    assert inputs["num_classes"] == 10 and inputs["task"] == "classification"
 
 
 def test_unchanged_data_is_skipped_and_recorded(scenario: Scenario) -> None:
@@ -201,6 +206,12 @@ def test_better_data_promotes_the_new_challenger(scenario: Scenario) -> None:
     assert better.champion_score is not None and better.challenger_score is not None
     assert better.challenger_score - better.champion_score > 0.005  # the config's margin
     assert _champion(scenario.client) == better.challenger_version
+    # Scored, not replaced for an incompatibility: the data grew, its inputs did not change.
+    run = scenario.client.get_run(better.run_id)
+    assert "tunepipe.champion_incompatible" not in run.data.tags
+    assert run.data.metrics["champion_holdout_val_accuracy"] == pytest.approx(
+        better.champion_score
+    )
     versions = scenario.client.search_model_versions(f"name = '{NAME}'")
     # The sweep's model, then one per retrain that tuned: the skip registered nothing.
     assert len(versions) == 4

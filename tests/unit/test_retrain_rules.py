@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 from pipelines.config import DataConfig
 from pipelines.data import prepare_arrays
 from pipelines.data.preprocess import holdout_rows
+from pipelines.retrain.compat import ModelInputs, incompatibility
 from pipelines.retrain.lock import RetrainBusy, experiment_lock
 from pipelines.retrain.rules import decide, retrain_config
 from pipelines.sweep.warm_start import EarlierTrial, WarmStart, typed_params
@@ -41,9 +42,41 @@ def test_promotion_needs_a_gain_above_the_margin(
     assert reason
 
 
-def test_a_champion_that_cannot_score_the_data_is_replaced_and_the_reason_says_why() -> None:
-    decision, reason = decide(0.5, None, "max", 0.1, "the champion (v1) cannot score this data")
-    assert (decision, reason) == ("promoted", "the champion (v1) cannot score this data")
+def test_an_incompatible_champion_is_replaced_and_the_reason_says_which_input_changed() -> None:
+    # Only an incompatibility reaches decide() as a problem: a champion that could not be
+    # scored for another reason fails the retrain first (tests/unit/test_retrain_champion.py).
+    problem = "the champion (v1) cannot score today's data: it predicts 10 classes, today's has 3"
+    assert decide(0.5, None, "max", 0.1, problem) == ("promoted", problem)
+    assert decide(math.nan, None, "max", 0.1, problem)[0] == "kept"  # nor a NaN challenger
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionError("Connection refused"),
+        TimeoutError("read timed out"),
+        OSError(5, "Input/output error"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+        RuntimeError("something nobody has seen before"),
+        ValueError("could not convert string to float: 'n/a'"),
+    ],
+)
+def test_an_error_not_known_to_repeat_is_no_incompatibility(error: Exception) -> None:
+    today = ModelInputs("torch", "classification", (64,), 10)
+    assert incompatibility(error, today, today) is None
+    assert incompatibility(error, None, today) is None
+
+
+def test_a_local_error_with_recorded_inputs_that_changed_names_each_change() -> None:
+    recorded = ModelInputs("torch", "classification", (64,), 10, ("a", "b"))
+    today = ModelInputs("torch", "classification", (32,), 10, ("a", "c"))
+    found = incompatibility(ValueError("boom"), recorded, today)
+    assert found is not None and found.what == "input_shape,feature_columns"
+    assert "today's data has (32,)" in str(found) and "['a', 'c']" in str(found)
+    assert ModelInputs.from_json(recorded.to_json()) == recorded
+    assert ModelInputs.from_json("{not json") is None and ModelInputs.from_json(None) is None
+    missing = incompatibility(ModuleNotFoundError("no", name="xgboost"), None, today)
+    assert missing is not None and missing.what == "not_installed"
 
 
 def test_a_row_keeps_its_side_of_the_holdout_however_the_dataset_grows() -> None:
