@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipelines.errors import UserInputError
 
@@ -41,7 +42,9 @@ TrackingOpt = Annotated[
 
 
 def _fail(exc: UserInputError) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+    # Escaped: the message echoes the user's text, and "[/x]" in it would be rich markup.
+    message = escape(exc.one_line())
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -223,7 +226,7 @@ def retrain(
     from pipelines.config import load_config
     from pipelines.overrides import parse_set_options
     from pipelines.retrain.run import EXIT_BUSY, RetrainBusy, run_retrain
-    from pipelines.sweep.run import SweepFailed
+    from pipelines.sweep.run import SweepFailed, SweepInterrupted
     from pipelines.views.links import run_link
     from pipelines.views.report import DEFAULT_UI_URL
 
@@ -241,6 +244,9 @@ def retrain(
     except SweepFailed as exc:
         errors.print(f"[bold red]retrain failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
+    except SweepInterrupted as exc:
+        errors.print(f"[bold yellow]interrupted:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=exc.exit_code) from None
     scores = ""
     if outcome.challenger_score is not None:
         scores = f" holdout {outcome.metric}: challenger {outcome.challenger_score:.4f}"
@@ -318,12 +324,23 @@ def ui(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            help="Require a password (MLflow basic auth; admin from MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD). Needed for any --host beyond loopback."
+        ),
+    ] = False,
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(help="With --auth: a file with one line user:password (instead of env)."),
+    ] = None,
 ) -> None:
     """Start the MLflow UI over the project's store and print the link to the sweep."""
     from pipelines.views.ui import serve_ui
 
     try:
-        serve_ui(config, host=host, port=port, console=console)
+        serve_ui(config, host=host, port=port, console=console, auth=auth, auth_file=auth_file)
     except UserInputError as exc:
         raise _fail(exc) from None
 

@@ -25,6 +25,9 @@ from pydantic import (
 from pipelines.errors import ConfigError
 from pipelines.overrides import apply_overrides
 from pipelines.paths import default_storage_path, default_tracking_uri
+from pipelines.secrets import hold_credentials
+from search_spaces.messages import short
+from search_spaces.yaml_input import check_shape, parse_yaml, read_yaml_text
 
 Scalar = str | int | float | bool
 
@@ -188,9 +191,16 @@ class StorageConfig(_Section):
 class TrackingConfig(_Section):
     """Where MLflow records the sweep."""
 
-    uri: str = Field(default_factory=default_tracking_uri)
+    # Validated even when defaulted: $MLFLOW_TRACKING_URI is where passwords are usually planted.
+    uri: str = Field(default_factory=default_tracking_uri, validate_default=True)
     experiment: str | None = None
     register_model: bool = True
+
+    @field_validator("uri")
+    @classmethod
+    def _without_credentials(cls, value: str) -> str:
+        """Keep a password in the URI out of everything the config reaches (params, files)."""
+        return hold_credentials(value)
 
 
 class RetrainConfig(_Section):
@@ -263,15 +273,16 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(
             "file not found", source=path, fix="check the path (it is relative to the cwd)"
         )
+
+    def error(rule: str, fix: str) -> ConfigError:
+        return ConfigError(rule, fix=fix, source=path)
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(read_yaml_text(path, error), yaml.SafeLoader, error)
+    except FileNotFoundError:  # deleted since the check above
+        raise error("file not found", "check the path (it is relative to the cwd)") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(
-            f"invalid YAML{where}: {problem}", source=path, fix="correct the YAML syntax"
-        ) from None
+        raise error(f"invalid YAML{_yaml_problem(exc)}", "correct the YAML syntax") from None
     if data is None:
         raise ConfigError("the file is empty", source=path, fix="write an experiment config")
     if not isinstance(data, dict):
@@ -281,6 +292,15 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
             fix="start the file with keys such as 'name:', 'metric:', 'trainable:'",
         )
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Return `` at line N: problem`` for a YAML error (marks count from 0, editors from 1)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    # A ReaderError (a control character, as in a binary file) has a reason, not a problem.
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__
+    return f"{where}: {problem}"
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
@@ -323,13 +343,39 @@ def config_from_mapping(
 
     """
     where = source if source is not None else "config"
+
+    def error(rule: str, fix: str) -> ConfigError:
+        return ConfigError(rule, fix=fix, source=where)
+
+    # A mapping from Python or --set can be as deep or self-referencing as a file can.
+    check_shape(raw, error)
+    check_shape(overrides, error)
     raw = apply_overrides(raw, overrides or {}, source=where)
     try:
         config = ExperimentConfig.model_validate({**raw, "source": source})
     except ValidationError as exc:
         raise _first_error(exc, where) from None
+    _check_loop_params(config.trainable.params, where)
     folder = source.parent if source is not None else (base or Path.cwd())
     return _resolve_paths(config, folder)
+
+
+#: Fixed hyperparameters the pipeline itself reads (the schedulers' horizon, the dry run's
+#: rows), so their type is checked here rather than inside a trial.
+_LOOP_PARAMS = ("epochs", "batch_size")
+
+
+def _check_loop_params(params: dict[str, Any], source: Path | str) -> None:
+    """Refuse a fixed ``epochs`` or ``batch_size`` that is not a positive integer."""
+    for name in _LOOP_PARAMS:
+        value = params.get(name)
+        if value is not None and (type(value) is not int or value < 1):
+            raise ConfigError(
+                f"must be a positive integer, got {short(value)}",
+                source=source,
+                key=f"trainable.params.{name}",
+                fix=f"write e.g. {name}: 8",
+            )
 
 
 def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
@@ -380,10 +426,10 @@ def _first_error(exc: ValidationError, source: Path | str) -> ConfigError:
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return ConfigError(
-            f"{value!r} is not allowed", source=source, key=key, fix=f"use one of {expected}"
+            f"{short(value)} is not allowed", source=source, key=key, fix=f"use one of {expected}"
         )
     return ConfigError(
-        f"{error['msg'].rstrip('.')}, got {value!r}",
+        f"{error['msg'].rstrip('.')}, got {short(value, 200)}",
         source=source,
         key=key,
         fix="correct the value's type or range",

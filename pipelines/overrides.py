@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 from pipelines.errors import ConfigError
+from search_spaces.messages import short
+from search_spaces.yaml_input import parse_yaml
 
 
 def parse_set_options(options: list[str]) -> dict[str, Any]:
@@ -23,15 +25,26 @@ def parse_set_options(options: list[str]) -> dict[str, Any]:
         key, sep, text = option.partition("=")
         if not sep or not key.strip():
             raise ConfigError(
-                f"{option!r} is not of the form key=value",
+                f"{short(option)} is not of the form key=value",
                 source="--set",
                 fix="write e.g. --set search.num_samples=8",
             )
-        try:
-            parsed[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            parsed[key.strip()] = text
+        parsed[key.strip()] = _option_value(key.strip(), text)
     return parsed
+
+
+def _option_value(key: str, text: str) -> Any:
+    """Read an option's value as YAML; text that is not YAML stays the string it is."""
+
+    def error(rule: str, fix: str) -> ConfigError:
+        return ConfigError(rule, fix=fix, source="--set", key=key)
+
+    if not text.strip():
+        return ""
+    try:
+        return parse_yaml(text, yaml.SafeLoader, error)  # bounded like a file's values
+    except yaml.YAMLError:
+        return text
 
 
 def apply_overrides(

@@ -47,7 +47,7 @@ class UserInputError(ValueError):
         where = ": ".join(part for part in (self.source, self.key) if part)
         prefix = f"{where}: " if where else ""
         rule = self.rule.rstrip(".")
-        return f"{prefix}{rule}. Fix: {self.fix}".replace("\n", " ")
+        return printable_line(f"{prefix}{rule}. Fix: {self.fix}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Errors raised inside a trial are pickled back to the driver; the default reduction
@@ -57,6 +57,18 @@ class UserInputError(ValueError):
     def with_source(self, source: str | Path) -> UserInputError:
         """Return a copy that names ``source`` (used when the file is known only higher up)."""
         return type(self)(self.rule, fix=self.fix, source=source, key=self.key)
+
+
+def printable_line(text: str) -> str:
+    """Return ``text`` as one line a terminal shows as it is.
+
+    Messages echo what the user wrote, which may be anything: every kind of line break
+    (carriage return, the Unicode line separator, ...) becomes a space and other control
+    characters (an escape sequence from a binary file) their backslash escape, so the message
+    stays one inert line.
+    """
+    flat = " ".join(text.splitlines())
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in flat)
 
 
 def _rebuild(

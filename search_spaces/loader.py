@@ -18,6 +18,7 @@ from search_spaces.messages import did_you_mean, short
 from search_spaces.rules import check_conditions
 from search_spaces.space import SearchSpace
 from search_spaces.spec import PARAM_TYPES, ParamSpec
+from search_spaces.yaml_input import parse_yaml, read_yaml_text
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SPEC = TypeAdapter[ParamSpec](ParamSpec)
@@ -62,20 +63,20 @@ def load_search_space(path: str | Path) -> SearchSpace:
 
     """
     source = str(path)
+
+    def error(rule: str, fix: str) -> SearchSpaceError:
+        return SearchSpaceError(rule, fix=fix, source=source)
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_yaml_text(Path(path), error)
     except FileNotFoundError:
         raise SearchSpaceError(
             "file not found",
             fix="check the path (bundled spaces: search_spaces/library/)",
             source=source,
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SearchSpaceError(
-            f"cannot read file: {exc}", fix="point to a readable UTF-8 YAML file", source=source
-        ) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: a SafeLoader subclass
+        data = parse_yaml(text, _UniqueKeyLoader, error)
     except yaml.YAMLError as exc:
         # Marks are 0-based; editors count lines and columns from 1.
         mark = getattr(exc, "problem_mark", None)

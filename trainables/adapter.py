@@ -37,6 +37,7 @@ from trainables.results import (
     EPOCH,
     FAILED,
     FAILED_REASON,
+    first_non_finite,
 )
 
 CHECKPOINT_META = "tunepipe.json"
@@ -72,14 +73,6 @@ class TrialSettings:
         if self.extra_metrics is None:
             return None
         return dataclasses.replace(self.extra_metrics, target_std=spec.target_std)
-
-
-def first_non_finite(metrics: dict[str, Any]) -> str | None:
-    """Return the name of the first NaN/inf metric, or None when all are finite."""
-    for name, value in metrics.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            return name
-    return None
 
 
 def make_trial_function(

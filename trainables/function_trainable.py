@@ -13,7 +13,6 @@ loops.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -26,7 +25,7 @@ from trainables import reporting
 from trainables.errors import UserCodeError
 from trainables.metrics import ExtraMetrics
 from trainables.protocol import Batch, DataSpec, TrialBatches
-from trainables.results import DIVERGED, DIVERGED_METRIC, EPOCH
+from trainables.results import DIVERGED, DIVERGED_METRIC, EPOCH, is_non_finite
 from trainables.user_code import TARGET_KEY, code_name
 
 #: The checkpoint's own record: which report it belongs to and the trial's hyperparameters.
@@ -157,7 +156,7 @@ class TrialContext:
         self._epochs_done += 1
         values = {EPOCH: self._epochs_done, **dict(metrics)}
         value = values.get(self._metric)
-        diverged = isinstance(value, float) and not math.isfinite(value)
+        diverged = is_non_finite(value)
         if diverged:
             values.update({DIVERGED: 1, DIVERGED_METRIC: self._metric})
         else:

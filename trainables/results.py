@@ -7,7 +7,10 @@ choice, the live progress view) reads them. Naming them once here keeps both sid
 from __future__ import annotations
 
 import hashlib
-from typing import Final
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any, Final
 
 #: The epoch a report describes (1-based).
 EPOCH: Final = "epoch"
@@ -34,3 +37,24 @@ def trial_index_from_id(trial_id: str) -> int:
     if suffix.isdigit():
         return int(suffix)
     return int(hashlib.sha256(trial_id.encode()).hexdigest()[:8], 16)
+
+
+def is_non_finite(value: Any) -> bool:
+    """Return whether ``value`` is a NaN or infinite number, whatever its numeric type.
+
+    ``isinstance(value, float)`` alone misses numpy's float32 and float16 scalars and 0-d
+    arrays (only float64 subclasses ``float``), and a trainable computing its loss in float32
+    reports exactly those; anything with ``ndim == 0`` and ``item()`` (numpy, torch) is read as
+    its Python value.
+    """
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        value = value.item()  # stays a numpy scalar for longdouble, which has no Python twin
+    if not isinstance(value, numbers.Number) or isinstance(value, numbers.Integral):
+        return False  # not a number, or an exact integer (bool included): finite
+    number: Any = value  # float, complex or a numpy scalar: all have != and abs()
+    return bool(number != number or abs(number) == math.inf)  # NaN alone is unequal to itself
+
+
+def first_non_finite(metrics: Mapping[str, Any]) -> str | None:
+    """Return the name of the first NaN/inf metric, or None when all are finite."""
+    return next((name for name, value in metrics.items() if is_non_finite(value)), None)

@@ -9,6 +9,7 @@ into training.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from pipelines.config import DataConfig
 from pipelines.data.features import Featurizer
 from pipelines.data.sources import RawData
+from pipelines.errors import DataError
 from trainables.protocol import DataSpec
 
 #: Bump when preprocessing changes what it produces: older cache entries are then not reused.
@@ -129,6 +131,7 @@ def holdout_rows(x: Any, fraction: float) -> np.ndarray:
 def _split(raw: RawData, config: DataConfig, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
+    _check_splittable(len(rows), config)
     labels = raw.y[rows]
     stratify = labels if raw.task == "classification" and _can_stratify(labels, config) else None
     train, val = train_test_split(
@@ -136,6 +139,19 @@ def _split(raw: RawData, config: DataConfig, rows: np.ndarray) -> tuple[np.ndarr
     )
     # Shuffled order, not sorted: blocks then mix classes, which the streaming shuffle relies on.
     return np.asarray(train), np.asarray(val)
+
+
+def _check_splittable(rows: int, config: DataConfig) -> None:
+    """Refuse data too small for a training and a validation row, which sklearn would crash on."""
+    val_rows = math.ceil(config.val_fraction * rows)  # how train_test_split rounds
+    if val_rows < 1 or rows - val_rows < 1:
+        raise DataError(
+            f"{config.path or config.dataset} leaves {rows} row(s) to split into training and "
+            f"validation (data.val_fraction {config.val_fraction}, data.holdout_fraction "
+            f"{config.holdout_fraction})",
+            key="data.path",
+            fix="add rows: a sweep needs at least one training and one validation row",
+        )
 
 
 def _can_stratify(labels: np.ndarray, config: DataConfig) -> bool:

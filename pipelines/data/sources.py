@@ -24,6 +24,9 @@ column plus numeric feature columns, or one text column), and ``image_folder``
 
 from __future__ import annotations
 
+import struct
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +37,22 @@ from pipelines.config import DataConfig
 from pipelines.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: How reading a truncated or bit-flipped .npz fails, as seen by flipping every byte of real
+#: files: zip structure (BadZipFile, EOFError), a flipped compression method or flag
+#: (NotImplementedError, RuntimeError: both RuntimeError), deflate data (zlib.error), the
+#: array header (ValueError), and a header whose shape asks for more memory than exists.
+_NPZ_DAMAGE = (
+    OSError,
+    ValueError,
+    EOFError,
+    RuntimeError,
+    MemoryError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+#: The same for an image file, besides PIL's OSError: a broken PNG chunk (SyntaxError), bad
+#: sizes (ValueError, struct.error), a flipped size field that claims a decompression bomb.
+_IMAGE_DAMAGE = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -250,16 +269,25 @@ def _npz_arrays(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
             return archive["x"], archive["y"]
     except DataError:
         raise
-    except (OSError, ValueError) as exc:  # not a zip, truncated, or an object array
+    except _NPZ_DAMAGE as exc:  # not a zip, truncated, bit-flipped, or an object array
         raise DataError(
-            f"{config.path} is not a readable .npz file ({exc})",
+            f"{config.path} is not a readable .npz file, it is damaged or of another kind "
+            f"({_first_line(exc)})",
             key="data.path",
-            fix="write it with numpy.savez(path, x=..., y=...)",
+            fix="restore an intact copy, or write it again with numpy.savez(path, x=..., y=...)",
         ) from None
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """Return the start of an exception's message: libraries' messages run over many lines."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _load_npz(config: DataConfig) -> RawData:
     x, y = _npz_arrays(config)
+    _check_npz_shapes(x, y, config)
     if len(x) != len(y):
         raise DataError(
             f"{config.path} has {len(x)} rows of x and {len(y)} of y",
@@ -277,6 +305,23 @@ def _load_npz(config: DataConfig) -> RawData:
     return RawData(x, labels, modality, task, names)
 
 
+def _check_npz_shapes(x: np.ndarray, y: np.ndarray, config: DataConfig) -> None:
+    """Refuse arrays no split or model can use, before numpy fails on them without a name."""
+    if x.ndim < 2 or y.ndim != 1:
+        raise DataError(
+            f"{config.path} has x of shape {x.shape} and y of shape {y.shape}",
+            key="data.path",
+            fix="save x as (rows, features) or (rows, [channels,] height, width) and y as "
+            "(rows,); e.g. x.reshape(-1, 1) for a single feature",
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(
+            f"{config.path}: x is not numeric ({x.dtype})",
+            key="data.path",
+            fix="save numeric features; for texts use a csv or parquet file with data.text_column",
+        )
+
+
 def _read_table(config: DataConfig) -> Any:
     """Read a CSV or Parquet source into an Arrow table; a malformed record is an error."""
     import pyarrow as pa
@@ -291,11 +336,13 @@ def _read_table(config: DataConfig) -> Any:
             import pyarrow.parquet as pq
 
             table = pq.read_table(config.path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        table.column_names  # noqa: B018 - decodes the names: a flipped byte is not UTF-8
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # ArrowException: all kinds
         raise DataError(
-            f"cannot read {config.path}: {str(exc).splitlines()[0]}",
+            f"cannot read {config.path}: {_first_line(exc)}",
             key="data.path",
-            fix="fix or remove the malformed record; no rows are skipped silently",
+            fix="fix or remove the malformed record, or restore an intact copy of a damaged "
+            "file; no rows are skipped silently",
         ) from None
     if table.num_rows == 0:
         raise DataError(f"{config.path} has no rows", key="data.path", fix="add data")
@@ -303,6 +350,8 @@ def _read_table(config: DataConfig) -> Any:
 
 
 def _column(table: Any, name: str, config: DataConfig) -> np.ndarray:
+    import pyarrow as pa
+
     if name not in table.column_names:
         raise DataError(
             f"{config.path} has no column {name!r} (columns: {', '.join(table.column_names)})",
@@ -317,7 +366,30 @@ def _column(table: Any, name: str, config: DataConfig) -> np.ndarray:
             key="data.path",
             fix="fill or remove rows with missing values",
         )
-    return np.asarray(column.to_numpy(zero_copy_only=False))
+    try:
+        values = np.asarray(column.to_numpy(zero_copy_only=False))
+    except (pa.ArrowException, UnicodeDecodeError) as exc:  # a damaged page of a column
+        raise DataError(
+            f"cannot read column {name!r} of {config.path}: {_first_line(exc)}",
+            key="data.path",
+            fix="restore an intact copy of the file",
+        ) from None
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        _check_utf8(values, name, config)  # Arrow reads text that is not UTF-8 as bytes
+    return values
+
+
+def _check_utf8(values: np.ndarray, name: str, config: DataConfig) -> None:
+    for row, value in enumerate(values):
+        try:
+            bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(
+                f"{config.path}: column {name!r} holds bytes that are not UTF-8 text "
+                f"(row {row + 1})",
+                key="data.path",
+                fix="save the file as UTF-8 (or fix the damaged record)",
+            ) from None
 
 
 def _load_table(config: DataConfig) -> RawData:
@@ -394,9 +466,9 @@ def _load_image_folder(config: DataConfig) -> RawData:
                 image.load()
                 mode = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
                 picture = image.convert(mode)
-        except (UnidentifiedImageError, OSError) as exc:
+        except (*_IMAGE_DAMAGE, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             raise DataError(
-                f"cannot decode image {path}: {exc}",
+                f"cannot decode image {path}: {_first_line(exc)}",
                 key="data.path",
                 fix="replace or remove the corrupt file; no image is skipped silently",
             ) from None

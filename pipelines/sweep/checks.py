@@ -197,10 +197,17 @@ def max_epochs(config: ExperimentConfig, space: SearchSpace) -> int:
     if "epochs" in config.trainable.params:
         return int(config.trainable.params["epochs"])
     spec = space.params["epochs"]
-    for attribute in ("high", "value"):
-        if hasattr(spec, attribute):
-            return int(getattr(spec, attribute))
-    return int(max(getattr(spec, "values")))  # noqa: B009 - categorical or grid spec
+    candidates = [getattr(spec, a) for a in ("high", "value") if hasattr(spec, a)]
+    if not candidates:
+        candidates = list(getattr(spec, "values"))  # noqa: B009 - categorical or grid spec
+    # A choice of "epochs" may hold anything YAML can write; only whole numbers are epochs.
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in candidates):
+        raise ConfigError(
+            f"epochs must be numbers, the search space gives {candidates!r}",
+            key="search_space.epochs",
+            fix="give epochs as whole numbers (e.g. values: [5, 10, 20])",
+        )
+    return int(max(candidates))
 
 
 def strategy_names(config: ExperimentConfig) -> tuple[str, str]:
