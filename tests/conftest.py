@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +27,17 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("TUNEPIPE_STORAGE", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Tune installs a SIGINT handler in every fit() that drives it directly and leaves it there:
+    # each test starts from and returns to the handlers it found (tests of signals need them).
+    handlers = {sig: signal.getsignal(sig) for sig in _CAUGHT_SIGNALS}
     yield home
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
     leaked = [name for name in ("mlruns", "mlartifacts", "mlflow.db") if (cwd / name).exists()]
     assert not leaked, f"MLflow state written to the working directory: {leaked}"
+
+
+_CAUGHT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 @pytest.fixture(scope="session")

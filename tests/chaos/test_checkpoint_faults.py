@@ -111,8 +111,10 @@ def _write_checkpoint(folder: Path, epoch: int) -> None:
 
 
 def test_resume_fills_in_a_checkpoint_tune_deleted_after_its_last_snapshot(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Tune driven directly (not through tunepipe) would keep its SIGINT handler installed.
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
     tuner = tune.Tuner(
         _counting_trial,
         run_config=tune.RunConfig(
