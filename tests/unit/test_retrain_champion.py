@@ -9,7 +9,6 @@ trained: only their shapes matter here) and real holdout rows.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -37,19 +36,6 @@ from trainables.function_trainable import MODEL_FOLDER
 NAME = "digits_retrain"
 MLP = {"lr": 0.01, "optimizer": "adam", "momentum": 0.0, "batch_size": 64, "dropout": 0.1}
 MLP |= {"hidden_units": 32, "hidden_layers": 1, "weight_decay": 1e-5}
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()  # MLflow creates its tables
-    return path
-
-
-@pytest.fixture
-def uri(empty_store: Path, tmp_path: Path) -> str:
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def _digits(folder: Path, name: str, features: int = 64, classes: int = 10) -> Path:

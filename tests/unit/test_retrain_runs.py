@@ -9,14 +9,12 @@ and a minute, and the slow end-to-end test kills a real one (tests/e2e/test_retr
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,19 +29,6 @@ from pipelines.tracking.orphans import this_driver
 from tests.support.configs import shrunk
 
 NAME = "digits_retrain"
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()  # MLflow creates its tables
-    return path
-
-
-@pytest.fixture
-def uri(empty_store: Path, tmp_path: Path) -> str:
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def _dead_driver() -> str:
