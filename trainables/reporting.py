@@ -94,18 +94,25 @@ def _candidates(checkpoint: Any) -> list[Any]:
     exists = fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
     if not exists:
         logger.warning("checkpoint %s is gone (deleted after Tune's last snapshot)", path)
-    folder = path.rpartition("/")[0]
-    found = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
-    siblings = sorted(
-        (
-            info.path.rstrip("/")
-            for info in found
-            if info.base_name.startswith("checkpoint_") and info.path.rstrip("/") != path
-        ),
-        reverse=True,
-    )
+    siblings = [other for other in trial_checkpoints(fs, path) if other != path]
     others = [tune.Checkpoint(sibling, filesystem=fs) for sibling in siblings]
     return [checkpoint, *others] if exists else others
+
+
+def trial_checkpoints(fs: Any, checkpoint_path: str) -> list[str]:
+    """Return the paths of the checkpoint folders beside ``checkpoint_path``, newest first.
+
+    Args:
+        fs: The pyarrow filesystem of the trial's storage.
+        checkpoint_path: One checkpoint of the trial (it need not exist any more).
+
+    """
+    import pyarrow.fs
+
+    folder = checkpoint_path.rstrip("/").rpartition("/")[0]
+    found = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+    names = (i.path.rstrip("/") for i in found if i.base_name.startswith("checkpoint_"))
+    return sorted(names, reverse=True)
 
 
 def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = None) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pipelines.sweep.storage import filesystem, redact
 from trainables.checkpoint_manifest import damage
+from trainables.reporting import trial_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,9 @@ def fill_missing_checkpoints(experiment_uri: str) -> list[str]:
 
 def _newest_whole_sibling(fs: Any, named: str) -> str | None:
     """Return the trial's newest checkpoint folder whose files match their manifest."""
-    import pyarrow.fs
     from ray import tune
 
-    folder = named.rpartition("/")[0]
-    found = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
-    siblings: list[str] = sorted(
-        (i.path.rstrip("/") for i in found if i.base_name.startswith("checkpoint_")),
-        reverse=True,
-    )
-    for sibling in siblings:
+    for sibling in trial_checkpoints(fs, named):
         with tune.Checkpoint(sibling, filesystem=fs).as_directory() as local:
             reason = damage(Path(local))
         if reason is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.errors import ConfigError
-from pipelines.paths import ensure_home
+from pipelines.paths import ensure_home, private_file
 from pipelines.secrets import PASSWORD_VARIABLE, USERNAME_VARIABLE
 
 MIN_PASSWORD_LENGTH = 12  # MLflow's own rule for its users' passwords
@@ -97,15 +97,14 @@ def auth_server_environment(credentials: UiCredentials) -> dict[str, str]:
     """
     home = ensure_home()
     config = home / "mlflow-auth.ini"
-    _write_private(
-        config,
+    private_file(config).write_text(
         "[mlflow]\n"
         # Users other than the admin see nothing until granted (MLflow's default is READ).
         "default_permission = NO_PERMISSIONS\n"
         f"database_uri = sqlite:///{home / 'mlflow-auth.db'}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
     )
-    _touch_private(home / "mlflow-auth.db")
+    private_file(home / "mlflow-auth.db")
     return {
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
         "MLFLOW_AUTH_ADMIN_USERNAME": credentials.username,
@@ -113,15 +112,3 @@ def auth_server_environment(credentials: UiCredentials) -> dict[str, str]:
         # Signs the UI's session cookies; a new one each start signs every browser out.
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
     }
-
-
-def _write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as stream:
-        stream.write(text)
-    path.chmod(0o600)  # an older file keeps its mode through O_CREAT
-
-
-def _touch_private(path: Path) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    path.chmod(0o600)
