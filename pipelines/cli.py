@@ -1,4 +1,4 @@
-"""The ``tunepipe`` command line: sweep, retrain, schedule, validate, ui, report and replay.
+"""The ``tunepipe`` command line: sweep, retrain, schedule, validate, ui, report, replay, sync.
 
 User mistakes (bad config, search space or data) print one line and exit with code 2, never a
 traceback; they are detected before any cluster work starts. Exit codes a scheduler can act on:
@@ -8,6 +8,7 @@ the experiment is running).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -346,6 +347,39 @@ def ui(
 
 
 @app.command()
+def sync(tracking_uri: TrackingOpt = None) -> None:
+    """Write the MLflow records that stopped sweeps left in the spool while MLflow was down.
+
+    Every tunepipe command that reads MLflow does this first; this one does only this.
+    Exit codes: 0 all written (or nothing waited), 1 MLflow is still unreachable (try later).
+    """
+    from pipelines.paths import default_tracking_uri
+    from pipelines.secrets import hold_credentials
+    from pipelines.tracking.spool import replay_stopped_spools
+
+    uri = hold_credentials(tracking_uri or default_tracking_uri())
+    written, left = replay_stopped_spools(uri)
+    if left:
+        errors.print(
+            f"[bold yellow]MLflow at {uri} is unreachable:[/] {left} writes still wait in the "
+            "spool; run `tunepipe sync` again when it is back",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+    console.print(f"{written} spooled MLflow writes written to {uri}", highlight=False)
+
+
+def _sync_quietly(tracking_uri: str) -> None:
+    """Write what stopped sweeps spooled before a command reads MLflow (best effort)."""
+    from pipelines.tracking.spool import replay_stopped_spools
+
+    # MLflow down: the command's own reads say so, in their words.
+    with contextlib.suppress(Exception):
+        replay_stopped_spools(tracking_uri)
+
+
+@app.command()
 def report(
     sweep: Annotated[str, typer.Argument(help="The sweep's name (its MLflow experiment).")],
     out: Annotated[
@@ -360,6 +394,7 @@ def report(
     from pipelines.paths import default_tracking_uri
     from pipelines.views.report import report as write_report
 
+    _sync_quietly(tracking_uri or default_tracking_uri())
     try:
         write_report(
             tracking_uri or default_tracking_uri(),

@@ -22,7 +22,7 @@ from pipelines.sweep.plan import SweepPlan
 from pipelines.tracking import schema
 from pipelines.tracking.callback import MlflowTrialCallback
 from pipelines.tracking.history import load_sweep_history
-from pipelines.tracking.models import register_best_model, register_saved_model
+from pipelines.tracking.models import save_best_model
 from pipelines.tracking.sweep_run import SweepRun
 from trainables.function_trainable import MODEL_FOLDER
 
@@ -60,6 +60,9 @@ class SweepSummary:
         results: Tune's ResultGrid, for further analysis.
         new_best: False when an extension found nothing better and the sweep's best stands.
         top: This run's best trials, best first (for the summary table).
+        mlflow_pending: MLflow writes still waiting in the spool (MLflow was unreachable at
+            the end); the next ``tunepipe`` command, or ``tunepipe sync``, writes them.
+        spool: The journal they wait in.
 
     """
 
@@ -82,6 +85,8 @@ class SweepSummary:
     results: Any = field(repr=False, compare=False)
     new_best: bool = True
     top: tuple[RankedTrial, ...] = ()
+    mlflow_pending: int = 0
+    spool: str | None = None
 
 
 def finish_sweep(
@@ -130,8 +135,12 @@ def finish_sweep(
         version = previous.model_version
         kept = BestTrial(previous.trial_id, previous.config, previous.value, previous.epoch, None)
         improved = False
-    attach_plots(config.tracking.uri, sweep)
+    if sweep.sync():
+        attach_plots(config.tracking.uri, sweep)
+    else:  # drawn from MLflow's histories: `tunepipe report` draws them once MLflow is back
+        logger.warning("MLflow is unreachable: the sweep's plots are not drawn")
     sweep.end("FINISHED")
+    pending = sweep.close()
     return SweepSummary(
         experiment_name=config.experiment_name,
         metric=config.metric,
@@ -141,7 +150,7 @@ def finish_sweep(
         best_trial_id=kept.trial_id,
         best_epoch=kept.epoch,
         best_checkpoint=kept.checkpoint_location,
-        mlflow_parent_run_id=sweep.run_id or "",
+        mlflow_parent_run_id=sweep.run_id or sweep.ref or "",
         mlflow_tracking_uri=config.tracking.uri,
         mlflow_experiment_id=sweep.experiment_id,
         model_version=version,
@@ -152,6 +161,8 @@ def finish_sweep(
         results=grid,
         new_best=improved,
         top=top_trials(grid, config.metric, config.mode, TOP_K),
+        mlflow_pending=pending,
+        spool=str(sweep.spool.path) if pending else None,
     )
 
 
@@ -179,23 +190,26 @@ def _record_best(
     sweep: SweepRun,
     tracker: MlflowTrialCallback,
 ) -> str | None:
+    """Record the best trial on the parent run and register its model; return the version.
+
+    The version is None when no model was registered, or when MLflow has not taken the
+    registration within the grace period (it waits in the spool and is registered later).
+    """
     config = plan.config
-    tags = {
-        schema.BEST_TRIAL_ID: best.trial_id,
-        schema.BEST_EPOCH: str(best.epoch),
-        schema.BEST_CHILD_RUN_ID: tracker.run_ids.get(best.trial_id, ""),
-    }
+    tags = {schema.BEST_TRIAL_ID: best.trial_id, schema.BEST_EPOCH: str(best.epoch)}
+    child = {schema.BEST_CHILD_RUN_ID: tracker.run_ref(best.trial_id)}
     with best.local_checkpoint() as checkpoint:
-        sweep.log_best(best.config, config.metric, best.value, tags, checkpoint)
+        sweep.log_best(best.config, config.metric, best.value, tags, checkpoint, child)
         if not (config.tracking.register_model and checkpoint):
             return None
         if plan.info.own_loop:
             version = _register_logged_model(plan, checkpoint, sweep)
         else:
             version = _register_checkpoint(plan, data, best, checkpoint, sweep)
-    if version is not None:
-        sweep.set_tags({schema.MODEL_VERSION: version})
-    return version
+    if version is None:
+        return None
+    sweep.sync()
+    return sweep.resolve(version)
 
 
 def _register_logged_model(plan: SweepPlan, checkpoint: Path, sweep: SweepRun) -> str | None:
@@ -208,29 +222,22 @@ def _register_logged_model(plan: SweepPlan, checkpoint: Path, sweep: SweepRun) -
         )
         sweep.set_tags({schema.OUTCOME: "no model to register: ctx.log_model was not called"})
         return None
-    return register_saved_model(
-        tracking_uri=plan.config.tracking.uri,
-        run_id=sweep.run_id or "",
-        model_name=plan.config.experiment_name,
-        framework=plan.info.framework,
-        folder=folder,
-    )
+    return sweep.register_model(folder, plan.config.experiment_name, plan.info.framework)
 
 
 def _register_checkpoint(
     plan: SweepPlan, data: SweepData, best: BestTrial, checkpoint: Path, sweep: SweepRun
 ) -> str:
     """Rebuild the best trial's model from its (local) checkpoint and register it."""
-    config = plan.config
     x_val, _ = data.val_arrays()
-    version = register_best_model(
-        tracking_uri=config.tracking.uri,
-        run_id=sweep.run_id or "",
-        model_name=config.experiment_name,
-        info=plan.info,
-        hparams=best.config,
-        spec=data.spec,
-        checkpoint_dir=checkpoint,
-        input_example=x_val[:8],
-    )
-    return version
+    with tempfile.TemporaryDirectory(prefix="tunepipe-model-") as folder:
+        model = Path(folder) / schema.MODEL
+        save_best_model(
+            info=plan.info,
+            hparams=best.config,
+            spec=data.spec,
+            checkpoint_dir=checkpoint,
+            input_example=x_val[:8],
+            folder=model,
+        )
+        return sweep.register_model(model, plan.config.experiment_name, plan.info.framework)

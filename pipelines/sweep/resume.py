@@ -74,8 +74,9 @@ def find_sweep_to_resume(
     """
     uri = config.tracking.uri
     if run_id in (None, LATEST):
-        experiment_id = queries.find_experiment(uri, config.experiment_name)
-        run_id = _newest_sweep(uri, experiment_id, config.experiment_name)
+        run_id = _sweep_to_resume(uri, config.experiment_name)
+    elif run_id.startswith("key:"):
+        run_id = _sweep_to_resume(uri, config.experiment_name, key=run_id)
     sweep = find_sweep_to_extend(config, run_id, "--resume")  # the identity checks of --extend
     run = queries.get_run(uri, run_id)
     if run.status == "RUNNING":
@@ -156,12 +157,21 @@ def restored_callback(tuner: Any, kind: type) -> Any:
     )
 
 
-def _newest_sweep(uri: str, experiment_id: str | None, name: str) -> str:
-    sweeps = queries.sweep_runs(uri, experiment_id) if experiment_id is not None else []
-    if not sweeps:
+def _sweep_to_resume(uri: str, name: str, key: str | None = None) -> str:
+    """Return the experiment's newest sweep, or the one whose spool key is ``key``."""
+    experiment_id = queries.find_experiment(uri, name)
+    query = schema.of_kind(schema.KIND_SWEEP)
+    if key is not None:  # a sweep interrupted before MLflow took its run is named by its key
+        query += f" and tags.`{schema.WRITE_KEY}` = '{key}'"
+    found = []
+    if experiment_id is not None:
+        found = queries.search(uri, experiment_id, query, newest_first=True, max_results=1)
+    if not found:
         raise ConfigError(
-            f"experiment {name!r} has no sweep to resume",
+            f"experiment {name!r} has no sweep" + (f" with key {key}" if key else " to resume"),
             key="--resume",
-            fix="start the sweep without --resume",
+            fix="check the key the interrupted sweep printed, and the tracking URI"
+            if key
+            else "start the sweep without --resume",
         )
-    return sweeps[0].run_id
+    return found[0].run_id

@@ -9,6 +9,7 @@ leaves no trace there.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,8 +40,11 @@ from pipelines.sweep.warm_start import WarmStart
 from pipelines.tracking import schema
 from pipelines.tracking.callback import MlflowTrialCallback
 from pipelines.tracking.record import SweepRecord, code_version, package_versions
+from pipelines.tracking.spool import replay_stopped_spools
 from pipelines.tracking.sweep_run import SweepRun
 from trainables.reporting import remove_leftovers
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SweepAlreadyFinished",
@@ -140,6 +144,8 @@ def execute_sweep(
     twice.
     """
     config = plan.config
+    # Writes a driver that stopped left in its spool go first: what follows reads MLflow.
+    sync_stopped_drivers(config.tracking.uri)
     base: SweepToExtend | None = None
     interrupted: SweepToResume | None = None
     if resume:
@@ -160,58 +166,93 @@ def execute_sweep(
             prepared, cache_hit=cache_hit, cpus_per_trial=max(1, int(config.resources.cpu))
         )
         sweep = SweepRun(config.tracking.uri, config.experiment_name)
-        sweep.mark_orphans()
-        run_tags = {**_tags(plan, data), **(tags or {})}
-        if warm_start is not None:
-            run_tags[schema.WARM_START_TRIALS] = str(len(warm_start.trials))
-        if interrupted is not None:
-            parent_id = interrupted.run_id
-            sweep.resume(parent_id)
-            sweep.set_tags({schema.RESUMES: str(interrupted.resumes + 1)})
-        elif base is None:
-            parent_id = sweep.start(config.to_dict(), config.trainable.search_space, run_tags)
-        else:
-            parent_id = base.run_id
-            sweep.resume(parent_id)
-            sweep.set_tags({**run_tags, schema.EXTENSIONS: str(base.extensions + 1)})
-        if interrupted is not None and interrupted.restorable:
-            tuner = restore_tuner(interrupted.experiment_uri, build_trainable(plan, data))
-            tracker = restored_callback(tuner, MlflowTrialCallback)
-            return _fit_and_finish(plan, data, tuner, sweep, tracker, started, base)
-        record = SweepRecord(
-            config.to_dict(),
-            code_version(),
-            package_versions(plan.info.packages),
-            data.fingerprint,
-            trainable=plan.info.reference(),
-            search_path=plan.info.search_path,
-        )
-        tracker = MlflowTrialCallback(
-            config.tracking.uri,
-            sweep.experiment_id,
-            parent_id,
-            list(plan.space.names()),
-            plan.resolve,
-            record=record,
-            trial_offset=base.trials if base is not None else 0,
-            once_per_step=not plan.scheduler.mutates_hparams,
-        )
-        if interrupted is not None:
-            # Its trials start again (the driver died before Tune's first snapshot): any run
-            # of theirs is found, not created twice.
-            tracker.set_state({})
-        extra = [*callbacks]
-        if progress:
-            from pipelines.sweep.progress import LiveProgress
+        try:
+            return _run_tracked(
+                plan, data, sweep, searcher, scheduler, storage, started, interrupted, base,
+                warm_start=warm_start, callbacks=callbacks, progress=progress, tags=tags,
+            )  # fmt: skip
+        finally:
+            sweep.close()  # a no-op after a finished sweep; else what is spooled stays on disk
 
-            planned = partial(planned_epochs, plan.resolve, plan.max_epochs)
-            extra.append(
-                LiveProgress(config.metric, config.mode, plan.num_samples, planned_epochs=planned)
-            )
-        name = experiment_name(plan)
-        tuner = build_tuner(plan, data, searcher, scheduler, [tracker, *extra], name=name)
-        sweep.set_tags({schema.TUNE_EXPERIMENT: join(storage, name)})
+
+def sync_stopped_drivers(tracking_uri: str) -> None:
+    """Write the MLflow writes of drivers that stopped first; best effort (MLflow may be down)."""
+    try:
+        replay_stopped_spools(tracking_uri)
+    except Exception as exc:  # MLflow down: the spool waits for the next command
+        logger.warning("could not write the spooled MLflow writes of a stopped driver: %s", exc)
+
+
+def _run_tracked(
+    plan: SweepPlan,
+    data: SweepData,
+    sweep: SweepRun,
+    searcher: Any,
+    scheduler: Any,
+    storage: str,
+    started: float,
+    interrupted: SweepToResume | None,
+    base: SweepToExtend | None,
+    *,
+    warm_start: WarmStart | None,
+    callbacks: Sequence[Any],
+    progress: bool,
+    tags: Mapping[str, str] | None,
+) -> SweepSummary:
+    """Open (or reopen) the parent run, build or restore the tuner, run it, close the sweep."""
+    config = plan.config
+    sweep.mark_orphans()
+    run_tags = {**_tags(plan, data), **(tags or {})}
+    if warm_start is not None:
+        run_tags[schema.WARM_START_TRIALS] = str(len(warm_start.trials))
+    if interrupted is not None:
+        parent = sweep.resume(interrupted.run_id)
+        sweep.set_tags({schema.RESUMES: str(interrupted.resumes + 1)})
+    elif base is None:
+        parent = sweep.start(config.to_dict(), config.trainable.search_space, run_tags)
+    else:
+        parent = sweep.resume(base.run_id)
+        sweep.set_tags({**run_tags, schema.EXTENSIONS: str(base.extensions + 1)})
+    if interrupted is not None and interrupted.restorable:
+        tuner = restore_tuner(interrupted.experiment_uri, build_trainable(plan, data))
+        tracker = restored_callback(tuner, MlflowTrialCallback)
+        tracker.attach(sweep.spool, parent)
         return _fit_and_finish(plan, data, tuner, sweep, tracker, started, base)
+    record = SweepRecord(
+        config.to_dict(),
+        code_version(),
+        package_versions(plan.info.packages),
+        data.fingerprint,
+        trainable=plan.info.reference(),
+        search_path=plan.info.search_path,
+    )
+    tracker = MlflowTrialCallback(
+        config.tracking.uri,
+        config.experiment_name,
+        parent,
+        list(plan.space.names()),
+        plan.resolve,
+        record=record,
+        trial_offset=base.trials if base is not None else 0,
+        once_per_step=not plan.scheduler.mutates_hparams,
+    )
+    tracker.attach(sweep.spool, parent)
+    if interrupted is not None:
+        # Its trials start again (the driver died before Tune's first snapshot): any run
+        # of theirs is found, not created twice.
+        tracker.set_state({})
+    extra = [*callbacks]
+    if progress:
+        from pipelines.sweep.progress import LiveProgress
+
+        planned = partial(planned_epochs, plan.resolve, plan.max_epochs)
+        extra.append(
+            LiveProgress(config.metric, config.mode, plan.num_samples, planned_epochs=planned)
+        )
+    name = experiment_name(plan)
+    tuner = build_tuner(plan, data, searcher, scheduler, [tracker, *extra], name=name)
+    sweep.set_tags({schema.TUNE_EXPERIMENT: join(storage, name)})
+    return _fit_and_finish(plan, data, tuner, sweep, tracker, started, base)
 
 
 def _fit_and_finish(
@@ -232,7 +273,7 @@ def _fit_and_finish(
         raise
     finally:
         # Temporary folders of trial attempts killed on this machine (their process could not).
-        remove_leftovers(tracker.run_ids)
+        remove_leftovers(tracker.trial_ids)
     if stop.signum is not None:
         _close_interrupted(plan, sweep, tracker, stop)
     previous = base.best if base is not None else None
@@ -244,7 +285,8 @@ def _close_interrupted(
     plan: SweepPlan, sweep: SweepRun, tracker: MlflowTrialCallback, stop: StopRequest
 ) -> None:
     """Close the runs of a sweep a signal stopped, as KILLED with the reason, and raise."""
-    run_id = sweep.run_id or ""
+    # The run's id; while MLflow has not taken the run yet, its key (--resume takes both).
+    run_id = sweep.run_id or sweep.ref or ""
     source = str(plan.config.source) if plan.config.source else "CONFIG"
     detail = (
         f"stopped by {stop.name}; the trials stopped at their last checkpoint: continue with "

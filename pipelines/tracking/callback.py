@@ -1,8 +1,9 @@
 """A Tune callback that mirrors every trial as an MLflow child run of the sweep.
 
-Runs on the driver. Metrics are buffered per trial and written with ``log_batch`` (one SQLite
-write per flush instead of one per value). MLflow being unreachable never fails the sweep: the
-buffer is kept and written on the next flush, and a warning is printed once.
+Runs on the driver. Metrics are buffered per trial and handed, every couple of seconds, to the
+sweep's spool (:mod:`pipelines.tracking.spool`) as one ``log_batch`` write: the spool keeps
+them on disk and writes them in order on its own thread, so Tune's event loop never waits for
+MLflow and an outage loses nothing.
 
 A sweep can outlive its driver (``tunepipe sweep --resume``), and a trial its worker (Tune's
 retries): the callback's state (trial -> child run) travels in Tune's experiment snapshot, a
@@ -17,18 +18,16 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, RunTag
-from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from pipelines.tracking import schema
 from pipelines.tracking.client import client_for
 from pipelines.tracking.record import SweepRecord
-from pipelines.tracking.sweep_run import log_params
+from pipelines.tracking.spool import Spool
+from pipelines.tracking.sweep_run import param_value
 from trainables import results
 from trainables.results import trial_index_from_id
 
@@ -99,13 +98,12 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
 class MlflowTrialCallback(Callback):
     """Creates a nested child run per trial and streams its per-epoch metrics.
 
-    Every MLflow write runs, in order, on one background thread: Tune's event loop (which also
-    starts trials and handles their results) never waits for the tracking store.
+    Every write goes to the sweep's spool, which applies them in order on its own thread.
 
     Args:
         tracking_uri: MLflow tracking URI.
-        experiment_id: Experiment holding the sweep.
-        parent_run_id: The sweep's parent run.
+        experiment_name: Experiment holding the sweep.
+        parent_ref: The sweep's parent run, as a spool reference (:class:`~.sweep_run.SweepRun`).
         searched: Names of the searched hyperparameters (used in run names).
         resolve: Turns a trial's config into its active hyperparameters (what is logged).
         max_epochs_key: Hyperparameter that holds the planned number of epochs.
@@ -119,8 +117,8 @@ class MlflowTrialCallback(Callback):
     def __init__(
         self,
         tracking_uri: str,
-        experiment_id: str,
-        parent_run_id: str,
+        experiment_name: str,
+        parent_ref: str,
         searched: list[str],
         resolve: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
         max_epochs_key: str = "epochs",
@@ -129,62 +127,74 @@ class MlflowTrialCallback(Callback):
         once_per_step: bool = True,
     ) -> None:
         self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
+        self.experiment_name = experiment_name
+        self.parent_ref = parent_ref
         self.searched = searched
         self.resolve = resolve
         self.max_epochs_key = max_epochs_key
         self.record = record
         self.trial_offset = trial_offset
         self.once_per_step = once_per_step
-        self.run_ids: dict[str, str] = {}
         self.end_reasons: dict[str, str] = {}
         self._trials: dict[str, tuple[str, dict[str, Any]]] = {}
-        self._pending: dict[str, list[Metric]] = {}
+        self._pending: dict[str, list[list[Any]]] = {}
         self._last_flush = time.monotonic()
-        self._warned = False
-        self._client: MlflowClient | None = None
-        self._writer: ThreadPoolExecutor | None = None
-        self._queued: list[Future[None]] = []
+        self._spool: Spool | None = None
+        self._created: set[str] = set()
         self._logged_steps: dict[str, int] = {}
         self._reopened: set[str] = set()
         self._resumed = False
         self._last_heartbeat = 0.0
 
+    def attach(self, spool: Spool, parent_ref: str) -> None:
+        """Write through ``spool``, under the parent run ``parent_ref`` (its reference there).
+
+        A callback restored from Tune's snapshot gets its new driver's spool, in which the
+        parent run is named by its id.
+        """
+        self._spool = spool
+        self.parent_ref = parent_ref
+
     @property
-    def client(self) -> MlflowClient:
-        """The MLflow client, created on first use (clients do not pickle)."""
-        if self._client is None:
-            self._client = client_for(self.tracking_uri)
-        return self._client
+    def spool(self) -> Spool:
+        """The spool every write goes to."""
+        if self._spool is None:
+            raise RuntimeError("the trial callback has no spool: call attach() first")
+        return self._spool
+
+    @property
+    def trial_ids(self) -> list[str]:
+        """The ids of the trials that have started."""
+        return list(self._trials)
+
+    def run_ref(self, trial_id: str) -> str:
+        """Return the spool reference of a trial's child run."""
+        return f"trial:{self.parent_ref}/{trial_id}"
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        """The trials' child run ids that MLflow has taken so far."""
+        found = {t: self.spool.resolve(self.run_ref(t)) for t in self._trials}
+        return {t: run_id for t, run_id in found.items() if run_id}
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles callbacks with its experiment state; client and thread are rebuilt.
-        return {**self.__dict__, "_client": None, "_writer": None, "_queued": []}
+        # Tune pickles callbacks with its experiment state. The spool belongs to this driver:
+        # a resumed driver attaches its own, whose runs are found, not created again.
+        return {**self.__dict__, "_spool": None, "_created": set()}
 
     def get_state(self) -> dict[str, Any]:
-        """Return what a resumed sweep needs: each trial's child run, name and end reason.
+        """Return what a resumed sweep needs: each trial's name, hyperparameters, end reason.
 
-        Tune asks for it when it writes its snapshot. Everything buffered is written first, so
-        MLflow holds at least the steps the snapshot's checkpoints cover; what MLflow did not
-        take (an outage) travels in the state and is written after a resume.
+        Tune asks for it when it writes its snapshot. What is buffered goes to the spool first,
+        so the spool (on disk) holds at least the steps the snapshot's checkpoints cover.
         """
-        self._submit(self.flush)
-        self.drain()
-        return {
-            "run_ids": dict(self.run_ids),
-            "trials": dict(self._trials),
-            "end_reasons": dict(self.end_reasons),
-            "pending": {trial: list(metrics) for trial, metrics in self._pending.items()},
-        }
+        self.flush()
+        return {"trials": dict(self._trials), "end_reasons": dict(self.end_reasons)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Take the state of Tune's snapshot: the sweep is being resumed."""
-        self.run_ids.update(state.get("run_ids", {}))
         self._trials.update(state.get("trials", {}))
         self.end_reasons.update(state.get("end_reasons", {}))
-        for trial, metrics in state.get("pending", {}).items():
-            self._pending.setdefault(trial, []).extend(metrics)
         self._resumed = True
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -198,14 +208,14 @@ class MlflowTrialCallback(Callback):
                 run_name(trial, hparams, self.searched, self.trial_offset),
                 hparams,
             )
-            self._submit(self._ensure_run, trial.trial_id)
-        elif self._resumed and trial.trial_id not in self._reopened:
-            self._submit(self._reopen, trial.trial_id)
+            self._ensure_run(trial.trial_id)
+        elif self._resumed:
+            self._reopen(trial.trial_id)
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        """Queue the result's metrics at step = epoch (Tune's iteration if there is none).
+        """Buffer the result's metrics at step = epoch (Tune's iteration if there is none).
 
         The epoch, not Tune's iteration: a trial resumed from another checkpoint than the one
         Tune recorded (see trainables.reporting) counts its epochs right, Tune's iterations not.
@@ -213,17 +223,16 @@ class MlflowTrialCallback(Callback):
         step = int(result.get(STEP_METRIC) or result.get("training_iteration", 0))
         now = int(time.time() * 1000)
         metrics = [
-            Metric(key, value, now, step)
+            [key, value, now, step]
             for key, value in numeric_metrics(result).items()
             # MLflow stores NaN fine, but +/-inf breaks its charts; the diverged tag says why.
             if math.isfinite(value) or math.isnan(value)
         ]
-        self._submit(self._buffer, trial.trial_id, step, metrics)
+        self._buffer(trial.trial_id, step, metrics)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Note a retried failure on the child run (it stays open and continues)."""
-        tag = [RunTag(schema.LAST_RETRY_ERROR, _error(trial))]
-        self._submit(self._write_tags, trial.trial_id, tag)
+        self._write_tags(trial.trial_id, {schema.LAST_RETRY_ERROR: _error(trial)})
 
     def on_trial_complete(
         self, iteration: int, trials: list[Any], trial: Any, **info: Any
@@ -249,11 +258,11 @@ class MlflowTrialCallback(Callback):
         else:
             reason, status = "completed", "FINISHED"
             detail = f"ran all {planned} epochs"
-        self._close(trial, status, reason, detail)
+        self._close(trial.trial_id, status, reason, detail)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Close the child run as failed, with a one-line error summary."""
-        self._close(trial, "FAILED", "failed", _error(trial))
+        self._close(trial.trial_id, "FAILED", "failed", _error(trial))
 
     def close_interrupted(self, detail: str) -> list[str]:
         """Close every started, unfinished trial's run as KILLED (the sweep was interrupted).
@@ -263,51 +272,34 @@ class MlflowTrialCallback(Callback):
 
         """
         open_trials = [t for t in self._trials if t not in self.end_reasons]
-        tags = [RunTag(schema.END_REASON, schema.INTERRUPTED), RunTag(schema.END_DETAIL, detail)]
+        tags = {schema.END_REASON: schema.INTERRUPTED, schema.END_DETAIL: detail}
         for trial_id in open_trials:
-            self._submit(self._finish_run, trial_id, tags, "KILLED")
-        self._submit(self.flush)
-        self.drain()
+            self._finish_run(trial_id, tags, "KILLED")
+        self.flush()
         return open_trials
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        """Write whatever is still buffered and wait until every write is done."""
-        self._submit(self.flush)
-        self.drain()
-
-    def drain(self) -> None:
-        """Block until every queued MLflow write has run."""
-        for future in self._queued:
-            future.result()
-        self._queued.clear()
+        """Hand whatever is still buffered to the spool."""
+        self.flush()
 
     def flush(self) -> None:
-        """Write buffered metrics; keep them for the next flush if MLflow is unreachable."""
+        """Hand the buffered metrics to the spool (one write per trial), and the heartbeat."""
         self._last_flush = time.monotonic()
         if self._last_flush - self._last_heartbeat >= HEARTBEAT_EVERY_S:
             self._last_heartbeat = self._last_flush
-            heartbeat = [RunTag(schema.HEARTBEAT, str(int(time.time())))]
-            self._safe(self.client.log_batch, self.parent_run_id, tags=heartbeat)
+            heartbeat = {schema.HEARTBEAT: str(int(time.time()))}
+            self.spool.append({"op": "log_batch", "run": self.parent_ref, "tags": heartbeat})
         for trial_id in list(self._pending):
-            run_id = self._ensure_run(trial_id)
-            metrics = self._pending[trial_id]
-            if run_id is None:
-                continue
-            for start in range(0, len(metrics), 1000):
-                chunk = metrics[start : start + 1000]
-                if not self._safe(self.client.log_batch, run_id, metrics=chunk):
-                    self._pending[trial_id] = metrics[start:]
-                    break
-            else:
-                del self._pending[trial_id]
+            self._flush_trial(trial_id)
 
-    def _submit(self, write: Callable[..., Any], *args: Any) -> None:
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunepipe-mlflow")
-        self._queued = [f for f in self._queued if not f.done()]
-        self._queued.append(self._writer.submit(write, *args))
+    def _flush_trial(self, trial_id: str) -> None:
+        metrics = self._pending.pop(trial_id, [])
+        if metrics:
+            self._ensure_run(trial_id)
+            op = {"op": "log_batch", "run": self.run_ref(trial_id), "metrics": metrics}
+            self.spool.append(op)
 
-    def _buffer(self, trial_id: str, step: int, metrics: list[Metric]) -> None:
+    def _buffer(self, trial_id: str, step: int, metrics: list[list[Any]]) -> None:
         logged = self._logged_step(trial_id)
         if self.once_per_step and logged is not None and step <= logged:
             # A trial restored from an earlier checkpoint reports these steps again: the first
@@ -320,7 +312,7 @@ class MlflowTrialCallback(Callback):
             self.flush()
 
     def _logged_step(self, trial_id: str) -> int | None:
-        """Return the last step of the trial already written or queued (None: none yet).
+        """Return the last step of the trial already recorded (None: none yet).
 
         After a resume, MLflow knows better than the snapshot, which can be older than the last
         flush: the history of the step metric is read once per trial.
@@ -330,99 +322,102 @@ class MlflowTrialCallback(Callback):
         return self._logged_steps.get(trial_id)
 
     def _reopen(self, trial_id: str) -> None:
-        """Mark a resumed trial's run RUNNING again and learn which steps it holds."""
+        """Mark a resumed trial's run RUNNING again and learn which steps MLflow holds.
+
+        A resumed driver first wrote what its dead predecessor spooled (SweepRun.mark_orphans),
+        so MLflow's history is the whole record. With MLflow down this is tried again with the
+        trial's next result.
+        """
         if trial_id in self._reopened:
             return
-        run_id = self._ensure_run(trial_id)
-        if run_id is None:
-            return
-        history = self._safe_read(self.client.get_metric_history, run_id, STEP_METRIC)
+        history = self._recorded_history(trial_id)
         if history is None:
-            return  # MLflow is down: try again with the next result
+            return
         self._reopened.add(trial_id)
         # What MLflow holds, and what waits to be written to it, is what the trial reported.
-        steps = [int(m.step) for m in [*history, *self._pending.get(trial_id, [])]]
+        steps = [*history, *(int(m[3]) for m in self._pending.get(trial_id, []))]
         if steps:
-            self._logged_steps[trial_id] = max(steps)
+            self._logged_steps[trial_id] = max([*steps, self._logged_steps.get(trial_id, 0)])
+        self._ensure_run(trial_id)
         if trial_id not in self.end_reasons:
-            self._safe(self.client.update_run, run_id, status="RUNNING")
+            self.spool.append({"op": "status", "run": self.run_ref(trial_id), "status": "RUNNING"})
 
-    def _close(self, trial: Any, status: str, reason: str, detail: str) -> None:
-        self.end_reasons[trial.trial_id] = reason
-        tags = [RunTag(schema.END_REASON, reason), RunTag(schema.END_DETAIL, detail[:5000])]
-        self._submit(self._finish_run, trial.trial_id, tags, status)
-
-    def _finish_run(self, trial_id: str, tags: list[RunTag], status: str) -> None:
-        self.flush()
-        run_id = self._write_tags(trial_id, tags)
-        if run_id is not None:
-            self._safe(self.client.set_terminated, run_id, status=status)
-
-    def _write_tags(self, trial_id: str, tags: list[RunTag]) -> str | None:
-        run_id = self._ensure_run(trial_id)
-        if run_id is not None:
-            self._safe(self.client.log_batch, run_id, tags=tags)
-        return run_id
-
-    def _ensure_run(self, trial_id: str) -> str | None:
-        """Return the trial's child run id, creating the run if needed (None if MLflow is down)."""
-        if trial_id in self.run_ids:
-            return self.run_ids[trial_id]
-        if self._resumed:
-            # The run may have been created after the snapshot this resume started from.
-            found = self._safe_read(
-                self.client.search_runs,
-                [self.experiment_id],
-                filter_string=schema.trial_of(self.parent_run_id, trial_id),
+    def _recorded_history(self, trial_id: str) -> list[int] | None:
+        """Return the steps MLflow holds for a trial ([] if it has no run; None: unreachable)."""
+        parent = self.spool.resolve(self.parent_ref)
+        if parent is None:
+            return []  # the sweep's run is new in this driver: so are its trials' runs
+        try:
+            client = client_for(self.tracking_uri)
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                return []
+            found = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=schema.trial_of(parent, trial_id),
                 max_results=1,
             )
-            if found is None:
-                return None
-            if found:
-                self.run_ids[trial_id] = found[0].info.run_id
-                return self.run_ids[trial_id]
+            if not found:
+                return []
+            history = client.get_metric_history(found[0].info.run_id, STEP_METRIC)
+        except Exception as exc:  # MLflow down: the next result tries again
+            logger.debug("could not read trial %s's history: %s", trial_id, exc)
+            return None
+        return [int(m.step) for m in history]
+
+    def _close(self, trial_id: str, status: str, reason: str, detail: str) -> None:
+        self.end_reasons[trial_id] = reason
+        tags = {schema.END_REASON: reason, schema.END_DETAIL: detail[:5000]}
+        self._finish_run(trial_id, tags, status)
+
+    def _finish_run(self, trial_id: str, tags: dict[str, str], status: str) -> None:
+        self._flush_trial(trial_id)
+        self._write_tags(trial_id, tags)
+        now = int(time.time() * 1000)
+        op = {"op": "status", "run": self.run_ref(trial_id), "status": status, "time": now}
+        self.spool.append(op)
+
+    def _write_tags(self, trial_id: str, tags: dict[str, str]) -> None:
+        self._ensure_run(trial_id)
+        self.spool.append({"op": "log_batch", "run": self.run_ref(trial_id), "tags": tags})
+
+    def _ensure_run(self, trial_id: str) -> None:
+        """Spool the creation of the trial's child run, once per driver.
+
+        The spool finds the run by its parent and trial id before it creates one, so a run an
+        earlier driver (or an earlier attempt of this write) created is reused, never doubled.
+        """
+        if trial_id in self._created:
+            return
+        self._created.add(trial_id)
         name, hparams = self._trials[trial_id]
         index = trial_index_from_id(trial_id)
         tags = {
-            schema.PARENT: self.parent_run_id,
             schema.KIND: schema.KIND_TRIAL,
             schema.TRIAL_ID: trial_id,
             schema.TRIAL_INDEX: str(index),
             schema.SEED: str(hparams.get("seed", "")),
             **(self.record.tags() if self.record else {}),
         }
-        try:
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        except Exception as exc:  # retried on the next write for this trial
-            self._warn(exc)
-            return None
-        run_id: str = run.info.run_id
-        self.run_ids[trial_id] = run_id
-        self._safe(log_params, self.client, run_id, hparams)
+        ref = self.run_ref(trial_id)
+        self.spool.append(
+            {
+                "op": "create_run",
+                "key": ref,
+                "experiment": self.experiment_name,
+                "name": name,
+                "time": int(time.time() * 1000),
+                "tags": tags,
+                "ref_tags": {schema.PARENT: self.parent_ref},
+            }
+        )
+        params = {key: param_value(value) for key, value in hparams.items()}
+        self.spool.append({"op": "log_batch", "run": ref, "params": params})
         if self.record is not None:
-            trial_record = self.record.trial(hparams, index)
-            self._safe(self.client.log_dict, run_id, trial_record, schema.TRIAL_RECORD)
-        return run_id
-
-    def _safe(self, write: Any, *args: Any, **kwargs: Any) -> bool:
-        try:
-            write(*args, **kwargs)
-        except Exception as exc:  # an MLflow outage must not fail the sweep
-            self._warn(exc)
-            return False
-        return True
-
-    def _safe_read(self, read: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return read(*args, **kwargs)
-        except Exception as exc:  # an MLflow outage must not fail the sweep
-            self._warn(exc)
-            return None
-
-    def _warn(self, exc: Exception) -> None:
-        if not self._warned:
-            logger.warning("MLflow write failed, will retry: %s", exc)
-            self._warned = True
+            content = self.record.trial(hparams, index)
+            self.spool.append(
+                {"op": "dict", "run": ref, "content": content, "file": schema.TRIAL_RECORD}
+            )
 
 
 def _error(trial: Any) -> str:

@@ -56,19 +56,3 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defi
         if scores is not None:
             return np.asarray(scores(x))
         return np.asarray(self.trainable.predict(x))
-
-
-def log_checkpoint_model(
-    info: TrainableInfo,
-    hparams: dict[str, Any],
-    spec: DataSpec,
-    checkpoint_dir: Path,
-    model_name: str,
-) -> Any:
-    """Log the checkpoint as a pyfunc model on the active run, register it, return its info."""
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=CheckpointModel(info, hparams, spec),
-        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
-        registered_model_name=model_name,
-    )

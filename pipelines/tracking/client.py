@@ -12,6 +12,11 @@ from pipelines.secrets import with_credentials
 # Private by default: MLflow 3 reports usage to its developers unless told not to (and each
 # wrapped client call pays for it). A user who wants it sets the variable to "false".
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# A sweep's writes wait in a spool while MLflow is down (pipelines.tracking.spool), which tries
+# again by itself: MLflow's own default (7 retries, backing off up to ~4 min per call) would only
+# delay knowing the server is down, and keep a command that reads silent for minutes.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def client_for(tracking_uri: str) -> MlflowClient:

@@ -1,4 +1,4 @@
-"""Log the sweep's best model to MLflow, register it, and load a registered version back.
+"""Save the sweep's best model in MLflow's format, and load a registered version back.
 
 Nothing here knows a framework: the trainable's registry entry rebuilds the model from its
 checkpoint (``TrainableInfo.export_model``) and names the MLflow flavour that logs and loads it,
@@ -8,6 +8,7 @@ so a new framework needs no change here.
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +22,32 @@ from trainables.protocol import DataSpec
 from trainables.registry import TRAINABLES, TrainableInfo
 
 
-def register_best_model(
+def save_best_model(
     *,
-    tracking_uri: str,
-    run_id: str,
-    model_name: str,
     info: TrainableInfo,
     hparams: dict[str, Any],
     spec: DataSpec,
     checkpoint_dir: Path,
     input_example: np.ndarray,
-) -> str:
-    """Log the model in ``checkpoint_dir`` on run ``run_id`` and register it as a new version.
+    folder: Path,
+) -> None:
+    """Save the model in ``checkpoint_dir`` as an MLflow model folder at ``folder`` (new).
 
-    The new version gets the alias ``challenger`` and a tag naming its framework.
-
-    Returns:
-        The registered version number, as a string.
-
+    Saved locally, not logged: the sweep's spool logs and registers it
+    (:meth:`~pipelines.tracking.sweep_run.SweepRun.register_model`), so an MLflow outage at the
+    end of a sweep delays the registration instead of losing it.
     """
-    import mlflow
+    import mlflow.pyfunc
 
     if not info.can_export:  # the user's trainable class: its checkpoint, served by a wrapper
-        from pipelines.tracking.checkpoint_model import log_checkpoint_model
+        from pipelines.tracking.checkpoint_model import CHECKPOINT_ARTIFACT, CheckpointModel
 
-        mlflow.set_tracking_uri(with_credentials(tracking_uri))
-        with mlflow.start_run(run_id=run_id):
-            logged = log_checkpoint_model(info, hparams, spec, checkpoint_dir, model_name)
-        return _tag_version(tracking_uri, model_name, str(logged.registered_model_version), info)
+        mlflow.pyfunc.save_model(
+            str(folder),
+            python_model=CheckpointModel(info, hparams, spec),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
+        )
+        return
     exported = info.export_model(hparams, spec, checkpoint_dir, input_example)
     # Imported after the export: the trainable's module sets its framework's runtime options
     # (TensorFlow's log level, for one) before the flavour imports the framework.
@@ -58,43 +57,9 @@ def register_best_model(
         options["signature"] = infer_signature(*exported.signature_data)
     if exported.input_example is not None:
         options["input_example"] = exported.input_example
-    mlflow.set_tracking_uri(with_credentials(tracking_uri))
-    with mlflow.start_run(run_id=run_id):
-        logged = flavour.log_model(
-            exported.model, name=schema.MODEL, registered_model_name=model_name, **options
-        )
-    return _tag_version(tracking_uri, model_name, str(logged.registered_model_version), info)
-
-
-def _tag_version(tracking_uri: str, model_name: str, version: str, info: TrainableInfo) -> str:
-    client = client_for(tracking_uri)
-    client.set_model_version_tag(model_name, version, schema.VERSION_FRAMEWORK, info.framework)
-    client.set_registered_model_alias(model_name, schema.CHALLENGER, version)
-    return version
-
-
-def register_saved_model(
-    *, tracking_uri: str, run_id: str, model_name: str, framework: str, folder: Path
-) -> str:
-    """Register an MLflow model folder a trial saved (``ctx.log_model``) as a new version.
-
-    The folder is logged on run ``run_id`` under ``model/``; the new version gets the alias
-    ``challenger`` and a tag naming its framework.
-
-    Returns:
-        The registered version number, as a string.
-
-    """
-    import mlflow
-
-    client = client_for(tracking_uri)
-    client.log_artifacts(run_id, str(folder), artifact_path=schema.MODEL)
-    mlflow.set_tracking_uri(with_credentials(tracking_uri))
-    registered = mlflow.register_model(f"runs:/{run_id}/{schema.MODEL}", model_name)
-    version = str(registered.version)
-    client.set_model_version_tag(model_name, version, schema.VERSION_FRAMEWORK, framework)
-    client.set_registered_model_alias(model_name, schema.CHALLENGER, version)
-    return version
+    # MLflow infers pip requirements and warns about every local version label (torch's "+cpu").
+    logging.getLogger("mlflow.utils.requirements_utils").setLevel(logging.ERROR)
+    flavour.save_model(exported.model, str(folder), **options)
 
 
 def load_registered_model(

@@ -50,6 +50,9 @@ DRIVER: Final = "tunepipe.driver"
 HEARTBEAT: Final = "tunepipe.heartbeat"
 #: How often the sweep was resumed after its driver stopped (``tunepipe sweep --resume``).
 RESUMES: Final = "tunepipe.resumes"
+#: The client-made key of a sweep's run: the spool finds the run by it instead of creating it
+#: twice (pipelines.tracking.spool), and ``--resume`` accepts it where the id is not known yet.
+WRITE_KEY: Final = "tunepipe.write_key"
 
 # The best trial of a sweep (parent run). Tags, not params: MLflow params are write-once, and an
 # extension can find a better trial.

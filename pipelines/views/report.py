@@ -65,6 +65,17 @@ def print_summary(summary: Any, config_path: Path, console: Console) -> None:
         f"MLflow: {summary.mlflow_tracking_uri} · sweep run {summary.mlflow_parent_run_id}",
         highlight=False,
     )
+    pending = getattr(summary, "mlflow_pending", 0)
+    if pending:
+        console.print(
+            f"[bold yellow]MLflow was unreachable:[/] {pending} writes wait in the spool "
+            f"{summary.spool}; `tunepipe sync` (or the next tunepipe command) writes them "
+            "when it is back",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if summary.mlflow_parent_run_id.startswith("key:"):
+            return  # no run id yet, so no link
     link = run_link(DEFAULT_UI_URL, summary.mlflow_experiment_id, summary.mlflow_parent_run_id)
     console.print(
         f"Look at it in the MLflow UI: [bold]tunepipe ui {config_path}[/], then open {link}",
