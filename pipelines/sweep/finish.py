@@ -138,7 +138,11 @@ def finish_sweep(
     if sweep.sync():
         attach_plots(config.tracking.uri, sweep)
     else:  # drawn from MLflow's histories: `tunepipe report` draws them once MLflow is back
-        logger.warning("MLflow is unreachable: the sweep's plots are not drawn")
+        logger.warning(
+            "MLflow is unreachable: the sweep's plots are not drawn; `tunepipe report %s` "
+            "draws them once it is back",
+            config.experiment_name,
+        )
     sweep.end("FINISHED")
     pending = sweep.close()
     return SweepSummary(

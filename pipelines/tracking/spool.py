@@ -78,6 +78,11 @@ def run_key() -> str:
     return f"key:{uuid.uuid4().hex}"
 
 
+def experiment_ref(name: str) -> str:
+    """Return the reference under which a spool keeps the id of experiment ``name``."""
+    return f"experiment:{name}"
+
+
 class PermanentWriteError(Exception):
     """A spooled write MLflow refuses for good (it is dropped with a warning)."""
 
@@ -114,8 +119,10 @@ class Spool:
             private_file(path)
             # The URI is credential-free (pipelines.secrets): the journal holds no secret.
             self._write({"op": "header", "tracking_uri": tracking_uri})
-        # The first write after a restart may have reached MLflow without being recorded.
-        self._uncertain: set[int] = {self.applied} if self._ops else set()
+        # A journal another process wrote (a driver that stopped): any of its writes may have
+        # reached MLflow without being recorded, so each is checked before it is applied.
+        self._replaying = bool(self._ops)
+        self._uncertain: set[int] = set()
         self._client: MlflowClient | None = None
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -250,7 +257,7 @@ class Spool:
         index = self.applied
         op = self._ops[index]
         try:
-            result = self._apply(op, retried=index in self._uncertain)
+            result = self._apply(op, retried=self._replaying or index in self._uncertain)
         except PermanentWriteError as exc:
             logger.warning("MLflow refused a spooled write for good (dropped): %s", exc)
             self.dropped += 1
@@ -294,7 +301,7 @@ class Spool:
         if kind == "header":
             return None
         if kind == "create_run":
-            return self._create_run(op)
+            return self._create_run(op, retried)
         run_id = self._run_id(op["run"])
         client = self.client
         try:
@@ -326,14 +333,26 @@ class Spool:
             raise PermanentWriteError(f"run {ref} was never created (its creation was refused)")
         return run_id
 
-    def _create_run(self, op: Mapping[str, Any]) -> str:
+    def _create_run(self, op: Mapping[str, Any], retried: bool) -> str:
+        """Find the run, else create it.
+
+        Looking costs a query per run, so it is done only where the run can exist: the write
+        was tried before, or the run belongs to a run that existed before this spool (a
+        resumed or extended sweep's trials).
+        """
         client = self.client
         try:
-            experiment = get_or_create_experiment(client, op["experiment"], self.tracking_uri)
+            experiment = self.refs.get(experiment_ref(op["experiment"]))
+            if experiment is None:
+                experiment = get_or_create_experiment(client, op["experiment"], self.tracking_uri)
+                # Kept with the run ids: links can name the experiment once MLflow is gone.
+                self.refs[experiment_ref(op["experiment"])] = experiment
             tags = {**op.get("tags", {}), **self._ref_tags(op, required=True)}
-            found = client.search_runs([experiment], filter_string=self._find_filter(op, tags))
-            if found:
-                return str(found[0].info.run_id)
+            existing = op.get("ref_tags", {}).values()
+            if retried or any(ref.startswith("id:") for ref in existing):
+                found = client.search_runs([experiment], filter_string=self._find_filter(op, tags))
+                if found:
+                    return str(found[0].info.run_id)
             run = client.create_run(
                 experiment, start_time=op.get("time"), tags=tags, run_name=op.get("name")
             )

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.tracking import schema
 from pipelines.tracking.client import client_for
 from pipelines.tracking.orphans import mark_orphaned_sweeps, this_driver
-from pipelines.tracking.spool import Spool, grace_seconds, run_key
+from pipelines.tracking.spool import Spool, experiment_ref, grace_seconds, run_key
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ class SweepRun:
     @property
     def experiment_id(self) -> str:
         """The experiment's MLflow id ("" while MLflow is unreachable)."""
+        if self._experiment_id is None:
+            self._experiment_id = self.spool.resolve(experiment_ref(self.experiment_name))
         if self._experiment_id is None:
             try:
                 experiment = self.client.get_experiment_by_name(self.experiment_name)

@@ -28,19 +28,9 @@ from tests.support.chaos import (
     start_driver,
     wait_until,
 )
-from tests.support.reconcile import Ledger, reconcile, tunepipe
+from tests.support.reconcile import reconcile, tunepipe
 
 pytestmark = pytest.mark.slow  # each test is a few sweeps of real processes: 1.5-2 min
-
-
-def _assert_whole(ledger: Ledger) -> None:
-    assert ledger.parents == 1, ledger.summary()
-    assert ledger.children == TRIALS == ledger.tune_trials, ledger.summary()
-    assert ledger.lost_trials == [], ledger.summary()
-    assert ledger.duplicated_points == 0 and ledger.missing_points == 0, ledger.summary()
-    assert ledger.left_running == 0 and ledger.tune_unfinished == 0, ledger.summary()
-    assert ledger.missing_checkpoints == 0, ledger.summary()
-    assert ledger.model_versions == 1, ledger.summary()
 
 
 def test_a_sigkilled_driver_on_object_storage_resumes_into_the_same_runs(
@@ -84,7 +74,7 @@ def test_a_sigkilled_driver_on_object_storage_resumes_into_the_same_runs(
     assert "s3://chaos-resume/sweeps/" in resumed.stdout  # the best checkpoint, on the store
     ledger = reconcile(tracking, "chaos", EPOCHS)
     print("after SIGKILL + resume:", ledger.summary())
-    _assert_whole(ledger)
+    ledger.assert_whole(TRIALS)
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["tunepipe.resumes"] == "1"
@@ -129,4 +119,4 @@ def test_sigterm_stops_the_sweep_at_checkpoints_and_resume_finishes_it(tmp_path:
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     ledger = reconcile(tracking, "chaos", EPOCHS)
     print("after SIGTERM + resume:", ledger.summary())
-    _assert_whole(ledger)
+    ledger.assert_whole(TRIALS)

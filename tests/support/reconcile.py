@@ -31,6 +31,16 @@ class Ledger:
     statuses: dict[str, str] = field(default_factory=dict)
     retries: int = 0
 
+    def assert_whole(self, trials: int) -> None:
+        """Assert the sweep of ``trials`` trials came through whole: nothing lost or doubled."""
+        assert self.parents == 1, self.summary()
+        assert self.children == trials == self.tune_trials, self.summary()
+        assert self.lost_trials == [], self.summary()
+        assert self.duplicated_points == 0 and self.missing_points == 0, self.summary()
+        assert self.left_running == 0 and self.tune_unfinished == 0, self.summary()
+        assert self.missing_checkpoints == 0, self.summary()
+        assert self.model_versions == 1, self.summary()
+
     def summary(self) -> str:
         """One line for assertion messages and the chaos figures."""
         return (
