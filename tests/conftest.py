@@ -40,6 +40,17 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 _CAUGHT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Start from Python's own SIGINT handler, whatever launched the tests.
+
+    A shell starts a background job (``make test &``) with SIGINT ignored, and the processes
+    the tests start would inherit that: Ctrl-C tests of ``tunepipe ui`` and of the sweep would
+    then fail for the launcher's sake, not the code's.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """A private 2-CPU Ray instance for the whole session (ray.init costs 4-10 s here).
