@@ -8,7 +8,6 @@ the experiment is running).
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -370,15 +369,6 @@ def sync(tracking_uri: TrackingOpt = None) -> None:
     console.print(f"{written} spooled MLflow writes written to {uri}", highlight=False)
 
 
-def _sync_quietly(tracking_uri: str) -> None:
-    """Write what stopped sweeps spooled before a command reads MLflow (best effort)."""
-    from pipelines.tracking.spool import replay_stopped_spools
-
-    # MLflow down: the command's own reads say so, in their words.
-    with contextlib.suppress(Exception):
-        replay_stopped_spools(tracking_uri)
-
-
 @app.command()
 def report(
     sweep: Annotated[str, typer.Argument(help="The sweep's name (its MLflow experiment).")],
@@ -392,9 +382,10 @@ def report(
 ) -> None:
     """Print a finished sweep's top trials, best config and importance; write its plots."""
     from pipelines.paths import default_tracking_uri
+    from pipelines.tracking.spool import sync_stopped_drivers
     from pipelines.views.report import report as write_report
 
-    _sync_quietly(tracking_uri or default_tracking_uri())
+    sync_stopped_drivers(tracking_uri or default_tracking_uri())
     try:
         write_report(
             tracking_uri or default_tracking_uri(),

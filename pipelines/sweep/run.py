@@ -9,7 +9,6 @@ leaves no trace there.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,11 +39,9 @@ from pipelines.sweep.warm_start import WarmStart
 from pipelines.tracking import schema
 from pipelines.tracking.callback import MlflowTrialCallback
 from pipelines.tracking.record import SweepRecord, code_version, package_versions
-from pipelines.tracking.spool import replay_stopped_spools
+from pipelines.tracking.spool import sync_stopped_drivers
 from pipelines.tracking.sweep_run import SweepRun
 from trainables.reporting import remove_leftovers
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "SweepAlreadyFinished",
@@ -173,14 +170,6 @@ def execute_sweep(
             )  # fmt: skip
         finally:
             sweep.close()  # a no-op after a finished sweep; else what is spooled stays on disk
-
-
-def sync_stopped_drivers(tracking_uri: str) -> None:
-    """Write the MLflow writes of drivers that stopped first; best effort (MLflow may be down)."""
-    try:
-        replay_stopped_spools(tracking_uri)
-    except Exception as exc:  # MLflow down: the spool waits for the next command
-        logger.warning("could not write the spooled MLflow writes of a stopped driver: %s", exc)
 
 
 def _run_tracked(

@@ -171,12 +171,6 @@ class MlflowTrialCallback(Callback):
         """Return the spool reference of a trial's child run."""
         return f"trial:{self.parent_ref}/{trial_id}"
 
-    @property
-    def run_ids(self) -> dict[str, str]:
-        """The trials' child run ids that MLflow has taken so far."""
-        found = {t: self.spool.resolve(self.run_ref(t)) for t in self._trials}
-        return {t: run_id for t, run_id in found.items() if run_id}
-
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with its experiment state. The spool belongs to this driver:
         # a resumed driver attaches its own, whose runs are found, not created again.

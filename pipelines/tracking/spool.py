@@ -533,3 +533,14 @@ def replay_stopped_spools(tracking_uri: str) -> tuple[int, int]:
     if written:
         logger.warning("wrote %d MLflow writes a stopped driver had spooled", written)
     return written, left
+
+
+def sync_stopped_drivers(tracking_uri: str) -> None:
+    """Best effort :func:`replay_stopped_spools`, before a command reads MLflow.
+
+    With MLflow down the spools wait for the next command, and the command's own reads say so.
+    """
+    try:
+        replay_stopped_spools(tracking_uri)
+    except Exception as exc:  # MLflow down: the spool waits for the next command
+        logger.warning("could not write the spooled MLflow writes of a stopped driver: %s", exc)

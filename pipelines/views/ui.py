@@ -23,7 +23,7 @@ from pipelines.paths import (
     tunepipe_home,
 )
 from pipelines.secrets import with_credentials
-from pipelines.tracking.spool import replay_stopped_spools
+from pipelines.tracking.spool import sync_stopped_drivers
 from pipelines.views.links import experiment_link, run_link
 from pipelines.views.ui_auth import (
     UiCredentials,
@@ -159,7 +159,7 @@ def serve_ui(
         loaded = load_config(config)
         tracking_uri, experiment = loaded.tracking.uri, loaded.experiment_name
     # The store is local (the UI serves it): what stopped sweeps spooled is written first.
-    replay_stopped_spools(tracking_uri)
+    sync_stopped_drivers(tracking_uri)
     base_url = f"http://{host}:{port}"
     process = start_mlflow_server(tracking_uri, host, port, credentials)
     # A service manager (or `kill`) stops us with SIGTERM: stop the server as on Ctrl-C.
