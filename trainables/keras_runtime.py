@@ -29,6 +29,12 @@ with native_log_threshold(min_log_level()):
     import tensorflow as tf
 
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+# TensorFlow reserves nearly all of a GPU's memory when it first touches it: with that, a
+# second trial packed on the same GPU (resources.gpu: 0.5) could not start. Growth on demand
+# must be set before the GPUs are initialised, so it is set at import.
+for _gpu in tf.config.list_physical_devices("GPU"):
+    tf.config.experimental.set_memory_growth(_gpu, True)
 logging.getLogger("absl").setLevel(logging.ERROR)
 
 if keras.backend.backend() != "tensorflow":  # keras was imported earlier with another backend

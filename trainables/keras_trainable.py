@@ -25,6 +25,7 @@ from trainables.keras_models import build_keras_model, split_weights
 from trainables.keras_optim import KerasTrainingOptimizer
 from trainables.keras_runtime import keras, limit_cpu_threads, tf
 from trainables.loss_settings import penalty_strengths
+from trainables.precision_settings import PrecisionSettings, check_device, precision_settings
 from trainables.protocol import Batch, DataSpec, ExportedModel, require_rows
 from trainables.user_code import build_user_model
 
@@ -34,7 +35,51 @@ OPTIMIZER_FILE = "optimizer.npz"
 PREDICT_CHUNK = 1024
 DEFAULT_SEED = 0
 
+#: Keras dtype policies per precision: 16-bit compute, float32 variables.
+_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+#: fp16 loss scaling: the starting scale, and how many finite steps before it doubles (the
+#: values torch's GradScaler and Keras's LossScaleOptimizer start from).
+_INITIAL_LOSS_SCALE = 2.0**15
+_GROWTH_INTERVAL = 2000
+
 _log = logging.getLogger(__name__)
+
+
+def _bf16_ok() -> bool:
+    """Whether every GPU TensorFlow sees has bfloat16 units (compute capability 8.0+)."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability is not None and tuple(capability) < (8, 0):
+            return False
+    return True
+
+
+class _LossScale:
+    """Dynamic loss scaling for fp16, inside the compiled train step.
+
+    The training step is tunepipe's own (decoupled decay, hypergradient descent), so Keras's
+    ``LossScaleOptimizer``, which wraps a stock optimiser, does not fit; this is its rule: scale
+    the loss, unscale the gradients, skip a step with an inf/NaN gradient and halve the scale,
+    double it after :data:`_GROWTH_INTERVAL` finite steps.
+    """
+
+    def __init__(self) -> None:
+        self.scale = tf.Variable(_INITIAL_LOSS_SCALE, trainable=False, dtype=tf.float32)
+        self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+
+    def unscale(self, grads: list[Any]) -> tuple[list[Any], Any]:
+        """Return the gradients divided by the scale, and whether all of them are finite."""
+        grads = [tf.cast(g, tf.float32) / self.scale for g in grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        return grads, finite
+
+    def update(self, finite: Any) -> None:
+        """Halve the scale after an overflow; double it after a run of finite steps."""
+        grown = self.good_steps + 1 >= _GROWTH_INTERVAL
+        self.scale.assign(
+            tf.where(finite, tf.where(grown, self.scale * 2.0, self.scale), self.scale / 2.0)
+        )
+        self.good_steps.assign(tf.where(finite & ~grown, self.good_steps + 1, 0))
 
 
 def load_keras_model(
@@ -53,9 +98,11 @@ def load_keras_model(
         build: The user's model builder the trial used (None: the built-in models).
 
     Returns:
-        The ``keras.Sequential`` with the checkpoint's weights.
+        The ``keras.Sequential`` with the checkpoint's weights, computing in float32 whatever
+        precision the trial trained in (its variables were float32 all along).
 
     """
+    keras.config.set_dtype_policy("float32")  # a trial in this process may have changed it
     model = _build(hparams, data, build)
     model.load_weights(Path(checkpoint_dir) / MODEL_FILE)
     return model
@@ -115,6 +162,8 @@ class KerasTrainable:
         self._loss_fn: LossFn | None = None
         self._train_step: Any = None
         self._eval_step: Any = None
+        self._precision = PrecisionSettings()
+        self._loss_scale: _LossScale | None = None
 
     def setup(self, hparams: Mapping[str, Any], data: DataSpec, device: str) -> None:
         """Build the model, loss and optimiser from hyperparameters.
@@ -127,16 +176,22 @@ class KerasTrainable:
                 has one, and this build of it may have none (then the trial runs on the CPU).
 
         Raises:
-            HyperparameterError: A bad optimiser, loss or penalty value.
+            HyperparameterError: A bad optimiser, loss, penalty or precision value, or a
+                precision the device cannot run (fp16 on the CPU).
             ValueError: An unknown model or a capacity value out of range.
 
         """
         self._loss_fn = build_loss(hparams, data)
         l1, l2 = penalty_strengths(hparams)
+        self._precision = precision_settings(hparams)
+        check_device(self._precision, device, bf16_ok=_bf16_ok())
         if device.startswith("cuda") and not tf.config.list_physical_devices("GPU"):
             _log.warning("the trial was given a GPU but this TensorFlow sees none; using the CPU")
-        # A reused trial actor builds a new model per trial: drop the previous graphs.
+        # A reused trial actor builds a new model per trial: drop the previous graphs, and set
+        # the dtype policy every trial (it is global, and the previous trial's may differ).
         keras.backend.clear_session()
+        keras.config.set_dtype_policy(_POLICIES[self._precision.precision])
+        self._loss_scale = _LossScale() if self._precision.scales_loss else None
         keras.utils.set_random_seed(int(hparams.get("seed", DEFAULT_SEED)))
         self._data = data
         self.model = _build(hparams, data, self._build)
@@ -150,17 +205,28 @@ class KerasTrainable:
         assert training is not None and loss_fn is not None
         variables = training.variables
         shape = tuple(self._spec.input_shape)
+        scaling = self._loss_scale
 
         def step(x: Any, y: Any) -> Any:
             x = tf.reshape(x, (-1, *shape))
             with tf.GradientTape() as tape:
-                loss = loss_fn(model(x, training=True), y)
+                # Outputs in float32 under a mixed policy: losses never sum in 16 bits.
+                loss = loss_fn(tf.cast(model(x, training=True), tf.float32), y)
                 penalty = weight_penalty(weights, l1, l2)
                 objective = loss if penalty is None else loss + penalty
-            training.apply(tape.gradient(objective, variables))
+                if scaling is not None:
+                    objective = objective * scaling.scale
+            grads = tape.gradient(objective, variables)
+            if scaling is None:
+                training.apply(grads)
+            else:
+                grads, finite = scaling.unscale(grads)
+                if finite:
+                    training.apply(grads)
+                scaling.update(finite)
             return loss * tf.cast(tf.shape(y)[0], loss.dtype)
 
-        return tf.function(step, reduce_retracing=True)
+        return tf.function(step, reduce_retracing=True, jit_compile=self._precision.compile)
 
     def _compile_eval_step(self) -> Any:
         model, loss_fn = self.model, self._loss_fn
@@ -169,7 +235,7 @@ class KerasTrainable:
         classification = self._is_classification
 
         def step(x: Any, y: Any) -> Any:
-            outputs = model(tf.reshape(x, (-1, *shape)), training=False)
+            outputs = tf.cast(model(tf.reshape(x, (-1, *shape)), training=False), tf.float32)
             n = tf.cast(tf.shape(y)[0], tf.float64)
             loss = tf.cast(loss_fn(outputs, y), tf.float64) * n
             if classification:
@@ -178,7 +244,7 @@ class KerasTrainable:
             errors = tf.cast(tf.reshape(outputs, [-1]), tf.float64) - tf.cast(y, tf.float64)
             return tf.stack([loss, tf.reduce_sum(errors**2), tf.reduce_sum(tf.abs(errors))])
 
-        return tf.function(step, reduce_retracing=True)
+        return tf.function(step, reduce_retracing=True, jit_compile=self._precision.compile)
 
     @property
     def current_lr(self) -> float:
@@ -274,7 +340,7 @@ class KerasTrainable:
             inputs = tf.reshape(
                 tf.convert_to_tensor(x[start : start + PREDICT_CHUNK], tf.float32), (-1, *shape)
             )
-            yield model(inputs, training=False)
+            yield tf.cast(model(inputs, training=False), tf.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predict in inference mode, in chunks of :data:`PREDICT_CHUNK` rows.

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from trainables.precision_settings import PRECISION_HPARAMS
 from trainables.protocol import DataSpec, ExportedModel
 
 #: Keys the epoch loop (adapter) handles for every framework: the same key means the same thing in
@@ -157,6 +158,7 @@ NEURAL_HPARAMS = frozenset(
     | {"initial_accumulator_value", "beta1", "beta2", "hypergradient", "hyper_lr"}
     | {"weight_decay", "l1", "l2", "dropout", "loss", "huber_delta"}
     | {"hidden_layers", "hidden_units", "channels"}
+    | PRECISION_HPARAMS
 )
 NEURAL_METRICS = {
     "classification": ("train_loss", "lr", "val_loss", "val_accuracy"),

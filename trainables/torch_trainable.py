@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -11,6 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainables.precision_settings import (
+    PRECISION_HPARAMS,
+    PrecisionSettings,
+    check_device,
+    precision_settings,
+)
 from trainables.protocol import Batch, DataSpec, ExportedModel, require_rows
 from trainables.torch_losses import (
     LOSS_HPARAMS,
@@ -26,12 +33,17 @@ from trainables.user_code import build_user_model
 
 MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
+#: fp16's loss scale, so a resumed trial does not start again from an overflowing scale.
+SCALER_FILE = "scaler.pt"
 #: Rows per forward pass in :meth:`TorchTrainable.predict`; bounds memory on large inputs.
 PREDICT_CHUNK = 1024
 DEFAULT_SEED = 0
 
 #: Every hyperparameter key this trainable reads (documentation; the registry keeps its own copy).
-TORCH_HPARAMS: frozenset[str] = MODEL_HPARAMS | OPTIMIZER_HPARAMS | LOSS_HPARAMS | {"seed"}
+TORCH_HPARAMS: frozenset[str] = (
+    MODEL_HPARAMS | OPTIMIZER_HPARAMS | LOSS_HPARAMS | PRECISION_HPARAMS | {"seed"}
+)
+_AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_torch_model(
@@ -102,6 +114,22 @@ def _to_scores(outputs: torch.Tensor, classification: bool) -> torch.Tensor:
     return torch.softmax(outputs, dim=1)
 
 
+def _bf16_ok(device: torch.device) -> bool:
+    return device.type != "cuda" or torch.cuda.is_bf16_supported()
+
+
+class _ScaledStep:
+    """What ``GradScaler`` needs of an optimiser: the groups it unscales and the step it skips.
+
+    The training step is :class:`TrainingOptimizer`'s (decoupled decay, hypergradient
+    descent), not the bare ``torch.optim`` one, so the scaler is handed this view of it.
+    """
+
+    def __init__(self, training: TrainingOptimizer) -> None:
+        self.param_groups = training.optimizer.param_groups
+        self.step = training.step
+
+
 def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
     # weights_only=True refuses arbitrary pickled objects, so a tampered checkpoint cannot run
     # code in the worker; our checkpoints only ever contain tensors and plain containers.
@@ -113,8 +141,9 @@ class TorchTrainable:
     """One trial's PyTorch model and optimiser, trained and evaluated an epoch at a time.
 
     Hyperparameters: the model keys of :mod:`trainables.torch_models`, the optimiser keys of
-    :mod:`trainables.torch_optim`, the loss and penalty keys of :mod:`trainables.torch_losses`
-    and ``seed``; :data:`TORCH_HPARAMS` lists them all.
+    :mod:`trainables.torch_optim`, the loss and penalty keys of :mod:`trainables.torch_losses`,
+    ``precision`` and ``compile`` (:mod:`trainables.precision_settings`) and ``seed``;
+    :data:`TORCH_HPARAMS` lists them all.
 
     Attributes:
         model: The ``nn.Module`` being trained (``None`` until :meth:`setup`).
@@ -143,6 +172,11 @@ class TorchTrainable:
         self._loss_fn: LossFn | None = None
         self._weights: list[nn.Parameter] = []
         self._l1 = self._l2 = 0.0
+        self._precision = PrecisionSettings()
+        # What computes the outputs: the model, or its torch.compile'd wrapper (which shares
+        # its parameters; state dicts are always the plain model's).
+        self._forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._scaler: torch.amp.GradScaler | None = None
 
     def setup(self, hparams: Mapping[str, Any], data: DataSpec, device: str) -> None:
         """Build the model, loss and optimiser from hyperparameters on ``device``.
@@ -156,12 +190,15 @@ class TorchTrainable:
         Raises:
             ValueError: If the model, optimiser, loss or task is unknown or a value is out of
                 range.
+            HyperparameterError: A precision the device cannot run (fp16 on the CPU).
 
         """
-        # Validated first so a bad task or loss fails before any model is built.
+        # Validated first so a bad task, loss or precision fails before any model is built.
         self._loss_fn = build_loss(hparams, data)
         self._l1, self._l2 = penalty_strengths(hparams)
         self._device = torch.device(device)
+        self._precision = precision_settings(hparams)
+        check_device(self._precision, device, bf16_ok=_bf16_ok(self._device))
         self._data = data
         # Seeding right before construction makes the initial weights a function of the seed only.
         torch.manual_seed(int(hparams.get("seed", DEFAULT_SEED)))
@@ -169,6 +206,33 @@ class TorchTrainable:
         self._weights, others = split_weights(self.model.parameters())
         self._training = TrainingOptimizer(hparams, self._weights, others)
         self.optimizer = self._training.optimizer
+        self._forward = torch.compile(self.model) if self._precision.compile else self.model
+        self._scaler = torch.amp.GradScaler("cuda") if self._precision.scales_loss else None
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Run the enclosed passes in the trial's precision (fp32: nothing changes)."""
+        dtype = _AUTOCAST_TYPES.get(self._precision.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._device.type, dtype=dtype)
+
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the model's outputs in float32 (metrics and losses never sum in 16 bits)."""
+        if self._forward is None:
+            raise RuntimeError("call setup() first")
+        with self._autocast():
+            return self._forward(x).float()
+
+    def _backward_and_step(self, objective: torch.Tensor, training: TrainingOptimizer) -> None:
+        if self._scaler is None:
+            objective.backward()
+            training.step()
+            return
+        # fp16: scale the loss so small gradients survive; the scaler unscales them, skips the
+        # step when any is inf/NaN (and shrinks the scale), else steps and may grow the scale.
+        self._scaler.scale(objective).backward()
+        self._scaler.step(_ScaledStep(training))  # type: ignore[arg-type]
+        self._scaler.update()
 
     @property
     def current_lr(self) -> float:
@@ -201,17 +265,27 @@ class TorchTrainable:
             raise RuntimeError("call setup() first")
         return self.model, self._training
 
-    def _to_inputs(self, x: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(_writable(x)).to(
-            self._device, dtype=torch.float32, non_blocking=True
-        )
+    def _to_device(self, array: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Move a batch column to the trial's device (a tensor already there stays as it is).
+
+        On a GPU the host copy is pinned first, so the transfer is an asynchronous DMA that
+        overlaps the previous step's kernels instead of a synchronous pageable copy.
+        """
+        if isinstance(array, torch.Tensor):  # device-side augmentation made it on the device
+            return array.to(self._device, dtype=dtype, non_blocking=True)
+        tensor = torch.from_numpy(_writable(array))
+        if self._device.type == "cuda":
+            tensor = tensor.pin_memory()
+        return tensor.to(self._device, dtype=dtype, non_blocking=True)
+
+    def _to_inputs(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        tensor = self._to_device(x, torch.float32)
         # Batches may arrive flattened (tabular storage); the model wants the example shape.
         return tensor.reshape(tensor.shape[0], *self._spec.input_shape)
 
-    def _to_targets(self, y: np.ndarray) -> torch.Tensor:
+    def _to_targets(self, y: np.ndarray | torch.Tensor) -> torch.Tensor:
         dtype = torch.long if self._is_classification else torch.float32
-        tensor = torch.from_numpy(_writable(y)).to(self._device, dtype=dtype, non_blocking=True)
-        return tensor.reshape(-1)
+        return self._to_device(y, dtype).reshape(-1)
 
     def _tensors(self, batches: Iterable[Batch]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch in batches:
@@ -246,10 +320,9 @@ class TorchTrainable:
         count = 0
         for x, y in self._tensors(batches):
             training.zero_grad()
-            loss = self._loss(model(x), y)
+            loss = self._loss(self._outputs(x), y)
             penalty = weight_penalty(self._weights, self._l1, self._l2)
-            (loss if penalty is None else loss + penalty).backward()
-            training.step()
+            self._backward_and_step(loss if penalty is None else loss + penalty, training)
             loss_sum += loss.detach() * y.shape[0]
             count += y.shape[0]
         require_rows(count, "train_epoch")
@@ -290,7 +363,7 @@ class TorchTrainable:
         totals = totals.to(self._device)
         with torch.inference_mode():
             for x, y in self._tensors(batches):
-                totals += self._batch_sums(model(x), y)
+                totals += self._batch_sums(self._outputs(x), y)
                 count += y.shape[0]
         require_rows(count, "evaluate")
         sums = [value / count for value in totals.tolist()]  # the epoch's only device sync
@@ -320,7 +393,7 @@ class TorchTrainable:
         chunks: list[torch.Tensor] = []
         with torch.inference_mode():
             for start in range(0, len(x), PREDICT_CHUNK):
-                outputs = model(self._to_inputs(x[start : start + PREDICT_CHUNK]))
+                outputs = self._outputs(self._to_inputs(x[start : start + PREDICT_CHUNK]))
                 classes = self._is_classification
                 chunks.append(predicted_classes(outputs) if classes else outputs[:, 0])
         if not chunks:
@@ -338,7 +411,7 @@ class TorchTrainable:
         chunks: list[torch.Tensor] = []
         with torch.inference_mode():
             for start in range(0, len(x), PREDICT_CHUNK):
-                outputs = model(self._to_inputs(x[start : start + PREDICT_CHUNK])).float()
+                outputs = self._outputs(self._to_inputs(x[start : start + PREDICT_CHUNK]))
                 chunks.append(_to_scores(outputs, self._is_classification))
         if not chunks:
             return np.empty((0,), dtype=np.float32)
@@ -356,6 +429,8 @@ class TorchTrainable:
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), directory / MODEL_FILE)
         torch.save(training.state_dict(), directory / OPTIMIZER_FILE)
+        if self._scaler is not None:
+            torch.save(self._scaler.state_dict(), directory / SCALER_FILE)
 
     def load(self, directory: Path) -> None:
         """Restore the state written by :meth:`save`; call after :meth:`setup`.
@@ -377,6 +452,8 @@ class TorchTrainable:
         directory = Path(directory)
         model.load_state_dict(_load_state(directory / MODEL_FILE, self._device))
         training.load_state_dict(_load_state(directory / OPTIMIZER_FILE, self._device))
+        if self._scaler is not None and (directory / SCALER_FILE).is_file():
+            self._scaler.load_state_dict(_load_state(directory / SCALER_FILE, self._device))
 
 
 def _writable(array: np.ndarray) -> np.ndarray:

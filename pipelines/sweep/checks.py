@@ -13,11 +13,13 @@ from typing import Any
 
 from pipelines.augment.policy import hparam_keys as augment_hparam_keys
 from pipelines.config import ExperimentConfig
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, SearchSpaceError, UserInputError
 from pipelines.sweep import strategies
 from pipelines.sweep.strategies import Scheduler, Searcher
 from search_spaces import SearchSpace
+from trainables.errors import HyperparameterError
 from trainables.metrics import library_names, reported_name, unknown_metrics
+from trainables.precision_settings import precision_settings
 from trainables.registry import TRAINABLES, TrainableInfo
 from trainables.targets import BUILDER_FRAMEWORKS, resolve_target
 
@@ -269,3 +271,49 @@ def check_combinations(config: ExperimentConfig, space: SearchSpace) -> None:
             key="trainable.params.lr_schedule",
             fix="use lr_schedule: constant (or drop it) with hypergradient",
         )
+
+
+def check_precision(config: ExperimentConfig, space: SearchSpace) -> None:
+    """Refuse a ``precision`` or ``compile`` value no trial could run, before any cluster work.
+
+    Values fixed in ``trainable.params`` and every value the search space can draw are checked
+    (see :mod:`trainables.precision_settings`); fp16 needs the trials to have a GPU. Whether the
+    GPU has bf16 units is only known on it: a trial that finds it has none fails at once.
+    """
+    for name in ("precision", "compile"):
+        for value in _possible_values(config, space, name):
+            try:
+                settings = precision_settings({name: value})
+            except HyperparameterError as exc:
+                raise _refuse(config, space, name, exc.rule, exc.fix) from None
+            if settings.precision == "fp16" and config.resources.gpu == 0:
+                raise _refuse(
+                    config,
+                    space,
+                    name,
+                    "precision fp16 needs a CUDA GPU and the trials are given none",
+                    "set resources.gpu (e.g. 0.25 to pack four trials per GPU) or use bf16",
+                )
+
+
+def _refuse(
+    config: ExperimentConfig, space: SearchSpace, name: str, rule: str, fix: str
+) -> UserInputError:
+    """Return the error naming where ``name`` is set: the config's params or the space file."""
+    if name in config.trainable.params:
+        return ConfigError(rule, key=f"trainable.params.{name}", fix=fix)
+    return SearchSpaceError(rule, key=name, fix=fix, source=space.source)
+
+
+def _possible_values(config: ExperimentConfig, space: SearchSpace, name: str) -> list[Any]:
+    """Return each value hyperparameter ``name`` can take in this sweep."""
+    if name in config.trainable.params:
+        return [config.trainable.params[name]]
+    spec = space.params.get(name)
+    if spec is None:
+        return []
+    if hasattr(spec, "values"):
+        return list(spec.values)
+    if hasattr(spec, "value"):
+        return [spec.value]
+    return [None]  # a numeric range: never a precision

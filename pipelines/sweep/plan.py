@@ -139,6 +139,7 @@ def _plan(config: ExperimentConfig, target: Any, search_paths: Sequence[Path] | 
         params, space, config.data.augment, data_modality(config.data)
     )
     checks.check_combinations(config, space)
+    checks.check_precision(config, space)
     check_storage(config.storage)
 
     searcher_name, scheduler_name = checks.strategy_names(config)

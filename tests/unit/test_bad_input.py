@@ -108,6 +108,12 @@ def _write_case(tmp_path: Path, case: str) -> tuple[Path, str, str]:
         config["scheduler"] = {"name": "asha"}
         space.write_text(GOOD_SPACE + "  epochs: {type: categorical, values: [sgd, 3]}\n")
         expected_key = "search_space.epochs"
+    elif case == "fp16 without a GPU":
+        config["trainable"]["params"]["precision"] = "fp16"
+        expected_key = "trainable.params.precision"
+    elif case == "searched precision unknown":
+        space.write_text(GOOD_SPACE + "  precision: {type: categorical, values: [fp32, fp64]}\n")
+        expected_file, expected_key = space.name, "precision"
     path.write_text(yaml.safe_dump(config))
     return path, expected_file, expected_key
 
@@ -134,6 +140,8 @@ CASES = [
     "csv without label column",
     "epochs not an integer",
     "searched epochs not numbers",
+    "fp16 without a GPU",
+    "searched precision unknown",
 ]
 
 
