@@ -39,6 +39,7 @@ from trainables.results import (
     FAILED_REASON,
     first_non_finite,
 )
+from trainables.usage import UsageMeter
 
 CHECKPOINT_META = "tunepipe.json"
 
@@ -104,15 +105,22 @@ def _run_function(settings: TrialSettings, hparams: dict[str, Any], data: BatchS
     """Run the user's training function: it has its own loop and reports through its context."""
     cpus, gpus = reporting.trial_resources()
     index = reporting.trial_index()
+    device = "cuda" if gpus > 0 else "cpu"
+    meter = UsageMeter(device, cpus)
+
+    def report(values: dict[str, Any], save: Callable[[Path], None] | None = None) -> None:
+        reporting.report({**values, **meter.sample()}, save=save)
+
     ctx = TrialContext(
         hparams,
         data.for_trial(hparams, trial=index, cpus=cpus),
         data.spec,
         metric=settings.metric,
-        device="cuda" if gpus > 0 else "cpu",
+        device=device,
         trial_index=index,
         save_model=settings.save_model,
         extra_metrics=settings.extra_metrics_for(data.spec),
+        report=report,
     )
     run_training_function(settings.info.load_function(), hparams, ctx)
 
@@ -131,7 +139,9 @@ class _Trial:
         device_for = getattr(implementation, "device_for", None)
         self.extra_metrics = settings.extra_metrics_for(data.spec)
         self.trainable = settings.info.instantiate()
-        self.trainable.setup(hparams, data.spec, device_for(gpus) if device_for else "cpu")
+        device = device_for(gpus) if device_for else "cpu"
+        self.trainable.setup(hparams, data.spec, device)
+        self.usage = UsageMeter(device, self.cpus)
         # Trainables without a learning rate (random forests) have nothing to schedule.
         self.schedule: LrSchedule | None = (
             schedule_from_hparams(hparams) if "lr" in hparams else None
@@ -173,6 +183,7 @@ class _Trial:
         metrics: dict[str, Any] = {**self.trainable.train_epoch(batches)}
         metrics.update(self.trainable.evaluate(self.data.val_batches()))
         metrics.update(self._extra_metrics())
+        metrics.update(self.usage.sample())
         metrics[EPOCH] = epoch
         if self.schedule is not None:
             self.schedule.observe(float(metrics.get("val_loss", math.nan)))

@@ -25,6 +25,8 @@ FAILED: Final = "trial_failed"
 FAILED_REASON: Final = "trial_failed_reason"
 #: The Ray node the trial ran on (Tune's node_ip cannot tell apart two nodes on one machine).
 NODE_ID: Final = "node_id"
+#: What the trial computed on: "cpu" or "cuda:<index> <name>" (see trainables.usage).
+DEVICE: Final = "device"
 
 
 def trial_index_from_id(trial_id: str) -> int:

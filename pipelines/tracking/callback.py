@@ -145,6 +145,7 @@ class MlflowTrialCallback(Callback):
         self._reopened: set[str] = set()
         self._resumed = False
         self._last_heartbeat = 0.0
+        self._placements: dict[str, tuple[str, str]] = {}
 
     def attach(self, spool: Spool, parent_ref: str) -> None:
         """Write through ``spool``, under the parent run ``parent_ref`` (its reference there).
@@ -223,6 +224,15 @@ class MlflowTrialCallback(Callback):
             if math.isfinite(value) or math.isnan(value)
         ]
         self._buffer(trial.trial_id, step, metrics)
+        self._tag_placement(trial.trial_id, result)
+
+    def _tag_placement(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Tag the child run with the trial's device and node, when first seen or changed."""
+        placement = (str(result.get(results.DEVICE) or ""), str(result.get(results.NODE_ID) or ""))
+        if not placement[0] or self._placements.get(trial_id) == placement:
+            return
+        self._placements[trial_id] = placement
+        self._write_tags(trial_id, {schema.DEVICE: placement[0], schema.NODE_ID: placement[1]})
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Note a retried failure on the child run (it stays open and continues)."""

@@ -71,6 +71,10 @@ CODE_VERSION: Final = "tunepipe.code_version"
 PACKAGES: Final = "tunepipe.packages"
 END_REASON: Final = "tunepipe.end_reason"
 END_DETAIL: Final = "tunepipe.end_detail"
+#: What the trial computed on ("cpu", "cuda:0 NVIDIA H200") and the Ray node it ran on; a
+#: retried trial that moved is tagged again (the tags say where it ran last).
+DEVICE: Final = "tunepipe.device"
+NODE_ID: Final = "tunepipe.node_id"
 LAST_RETRY_ERROR: Final = "tunepipe.last_retry_error"
 
 #: How a trial ended; diverged and failed trials are never trusted as results.

@@ -111,3 +111,21 @@ def test_each_trial_records_what_reproduces_it_and_replay_does(finished: Any) ->
 def finished_fingerprint(client: MlflowClient, finished: Any) -> str:
     tags = client.get_run(finished.mlflow_parent_run_id).data.tags
     return str(tags["tunepipe.data_fingerprint"])
+
+
+def test_each_child_run_shows_its_own_device_and_usage_per_epoch(finished: Any) -> None:
+    client = MlflowClient(finished.mlflow_tracking_uri)
+    history = load_sweep_history(finished.mlflow_tracking_uri, finished.mlflow_parent_run_id)
+    for trial in history.trials:
+        run = client.get_run(trial.run_id)
+        assert run.data.tags["tunepipe.device"] == "cpu"
+        assert len(run.data.tags["tunepipe.node_id"]) == 56  # a Ray node id, hex
+        # MLflow's "System metrics" tab shows the system/ metrics: one point per epoch.
+        for name in ("cpu_utilization_percentage", "process_memory_peak_megabytes"):
+            points = client.get_metric_history(trial.run_id, f"system/{name}")
+            assert sorted(int(p.step) for p in points) == [1, 2, 3], name
+        memory = client.get_metric_history(trial.run_id, "system/process_memory_peak_megabytes")
+        assert all(100 < p.value < 8000 for p in memory)  # a torch trial's resident memory
+        busy = client.get_metric_history(trial.run_id, "system/cpu_utilization_percentage")
+        assert all(p.value > 1 for p in busy)
+        assert "system/gpu_memory_peak_megabytes" not in run.data.metrics  # no GPU here
