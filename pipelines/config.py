@@ -62,6 +62,9 @@ class DataConfig(_Section):
     seed: int = 0
     cache: bool = True
     augment: dict[str, AugmentStepConfig] = Field(default_factory=dict)
+    # Where image augmentation runs: "gpu" on the trial's device (torch trainables given a GPU),
+    # "cpu" in numpy as the batches are made, "auto" on the device when the trial has one.
+    augment_device: Literal["auto", "cpu", "gpu"] = "auto"
 
 
 class TrainableConfig(_Section):

@@ -113,7 +113,8 @@ def _run_function(settings: TrialSettings, hparams: dict[str, Any], data: BatchS
 
     ctx = TrialContext(
         hparams,
-        data.for_trial(hparams, trial=index, cpus=cpus),
+        # No framework: a training function always gets numpy batches.
+        data.for_trial(hparams, trial=index, cpus=cpus, device=device),
         data.spec,
         metric=settings.metric,
         device=device,
@@ -132,14 +133,20 @@ class _Trial:
         self.settings, self.hparams = settings, hparams
         self.cpus, gpus = reporting.trial_resources()
         self.trial_index = reporting.trial_index()
-        self.data = data.for_trial(hparams, trial=self.trial_index, cpus=self.cpus)
         implementation = settings.info.load_class()
         if hasattr(implementation, "set_cpu_threads"):
             implementation.set_cpu_threads(self.cpus)
         device_for = getattr(implementation, "device_for", None)
+        device = device_for(gpus) if device_for else "cpu"
+        info = settings.info
+        # Only the bundled trainables (built-in models or the user's model builder) take
+        # batches augmented on the device; a user's own class gets numpy, whatever it declares.
+        framework = "custom" if info.user_code and info.builder is None else info.framework
+        self.data = data.for_trial(
+            hparams, trial=self.trial_index, cpus=self.cpus, device=device, framework=framework
+        )
         self.extra_metrics = settings.extra_metrics_for(data.spec)
         self.trainable = settings.info.instantiate()
-        device = device_for(gpus) if device_for else "cpu"
         self.trainable.setup(hparams, data.spec, device)
         self.usage = UsageMeter(device, self.cpus)
         # Trainables without a learning rate (random forests) have nothing to schedule.

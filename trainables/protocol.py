@@ -114,8 +114,20 @@ class BatchSource(Protocol):
     def spec(self) -> DataSpec:
         """Shapes and task, for building models."""
 
-    def for_trial(self, hparams: Mapping[str, Any], *, trial: int, cpus: int) -> TrialBatches:
+    def for_trial(
+        self,
+        hparams: Mapping[str, Any],
+        *,
+        trial: int,
+        cpus: int,
+        device: str = "cpu",
+        framework: str | None = None,
+    ) -> TrialBatches:
         """Return the batches of one trial, set up from its hyperparameters.
+
+        ``device`` is where the trial computes and ``framework`` the trainable that receives
+        the batches ("torch" for the bundled torch trainable, which takes batches augmented on
+        its GPU as tensors; None for code that wants numpy).
 
         Raises:
             UserInputError: For a data hyperparameter the trial cannot use (an augmentation

@@ -98,13 +98,26 @@ def prepare_data(config: DataConfig, cpus_per_trial: int = 1) -> SweepData:
 
     """
     prepared, hit = prepare_arrays(config)
-    return materialise(prepared, cache_hit=hit, cpus_per_trial=cpus_per_trial)
+    return materialise(
+        prepared,
+        cache_hit=hit,
+        cpus_per_trial=cpus_per_trial,
+        augment_device=config.augment_device,
+    )
 
 
-def materialise(prepared: Prepared, *, cache_hit: bool, cpus_per_trial: int = 1) -> SweepData:
+def materialise(
+    prepared: Prepared,
+    *,
+    cache_hit: bool,
+    cpus_per_trial: int = 1,
+    augment_device: str = "auto",
+) -> SweepData:
     """Put prepared splits into Ray's object store once, for every trial of a sweep to share.
 
-    The training split is cut into blocks a trial's ``cpus_per_trial`` CPUs augment in parallel.
+    The training split is cut into blocks a trial's ``cpus_per_trial`` CPUs augment in parallel;
+    ``augment_device`` (``data.augment_device``) says whether image transforms may run on a
+    trial's GPU instead.
 
     Raises:
         DataError: If rows went missing on the way into Ray Data.
@@ -131,4 +144,5 @@ def materialise(prepared: Prepared, *, cache_hit: bool, cpus_per_trial: int = 1)
         synonyms=prepared.synonym_table(),
         cache_hit=cache_hit,
         train_blocks=train.num_blocks(),
+        augment_device=augment_device,
     )

@@ -5,6 +5,12 @@ receive a :class:`SweepData` holding references to the blocks, not copies, and s
 from it. Per epoch, training blocks go through one ``map_batches`` step that augments them with
 the trial's policy and featurises them (:func:`transform_batch`, plain numpy).
 
+When a torch trial trains on a GPU, image augmentation can run there instead
+(``data.augment_device``, decided by :func:`pipelines.augment.device.augments_on_device`): the
+``map_batches`` step then only shuffles, and each training batch is copied to the device and
+augmented there by :mod:`pipelines.augment.image_torch` (:func:`augment_on_device`), so the
+trial's few CPUs no longer bound how much augmentation a fast GPU can consume.
+
 Why the ``map_batches`` tasks ask for zero CPUs: a trial already holds the CPUs it was given, and
 the augmentation is part of that trial's work. Tasks that asked for a CPU of their own would wait
 forever when trials occupy every CPU of the cluster (the classic Tune + Ray Data deadlock); with
@@ -22,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.augment.device import augments_on_device, no_cuda_error
 from pipelines.augment.policy import AugmentPolicy, apply_policy, policy_from_hparams
 from pipelines.data.features import Featurizer
 from trainables.protocol import Batch, DataSpec
@@ -90,6 +97,8 @@ class SweepData:
         synonyms: The synonym table text augmentation draws from (None for other data).
         cache_hit: Whether preprocessing was skipped because the cache had the result.
         train_blocks: Blocks of the training split (at most this many tasks run at once).
+        augment_device: ``data.augment_device``: where image augmentation runs (``"auto"``,
+            ``"cpu"`` or ``"gpu"``, see :mod:`pipelines.augment.device`).
 
     """
 
@@ -102,20 +111,46 @@ class SweepData:
     synonyms: Any = None
     cache_hit: bool = False
     train_blocks: int = 1
+    augment_device: str = "auto"
 
-    def for_trial(self, hparams: Mapping[str, Any], *, trial: int, cpus: int) -> TrialStream:
+    def for_trial(
+        self,
+        hparams: Mapping[str, Any],
+        *,
+        trial: int,
+        cpus: int,
+        device: str = "cpu",
+        framework: str | None = None,
+    ) -> TrialStream:
         """Return one trial's batches (the :class:`~trainables.protocol.BatchSource` contract).
 
         Runs in the trial's process: Ray Data is configured there, and the trial's augmentation
         policy is resolved from its ``aug_*`` hyperparameters.
 
+        Args:
+            hparams: The trial's hyperparameters (``seed`` and ``aug_*`` are read).
+            trial: The trial's index in the sweep.
+            cpus: CPUs the trial holds.
+            device: The device the trial trains on (``"cpu"``, ``"cuda"``).
+            framework: The trial's trainable framework; image augmentation runs on ``device``
+                only for ``"torch"`` (see :func:`~pipelines.augment.device.augments_on_device`).
+
         Raises:
-            ConfigError: For an augmentation hyperparameter the data cannot use.
+            ConfigError: For an augmentation hyperparameter the data cannot use, or
+                ``data.augment_device: gpu`` where the trial cannot augment on a GPU.
 
         """
         configure_ray_data()
         policy = policy_from_hparams(hparams, self.modality)
-        return TrialStream(self, policy, int(hparams.get("seed", 0)), trial, cpus)
+        on_device = augments_on_device(self.augment_device, device, framework)
+        if on_device and not _cuda_usable():
+            if self.augment_device == "gpu":
+                raise no_cuda_error(f"{device}, which this process cannot use")
+            on_device = False  # "auto": the trainable falls back to the CPU, so does augmentation
+        # Only image transforms have a device version; text and audio stay in numpy.
+        augment_on = device if on_device and self.modality == "image" else None
+        seed = int(hparams.get("seed", 0))
+        return TrialStream(self, policy, seed, trial, cpus, augment_on=augment_on)
 
     def train_batches(
         self,
@@ -177,23 +212,47 @@ class SweepData:
 
 @dataclass(frozen=True)
 class TrialStream:
-    """One trial's view of a :class:`SweepData`: its policy, seed, index and CPUs bound."""
+    """One trial's view of a :class:`SweepData`: its policy, seed, index and CPUs bound.
+
+    Attributes:
+        data: The sweep's data.
+        policy: The trial's augmentation policy.
+        seed: The trial's seed.
+        trial: The trial's index in the sweep.
+        cpus: CPUs the trial holds.
+        augment_on: The torch device the image augmentation runs on, batch by batch (training
+            batches' ``x`` then arrive there as tensors); None: numpy, in the Ray Data tasks.
+
+    """
 
     data: SweepData
     policy: AugmentPolicy
     seed: int
     trial: int
     cpus: int
+    augment_on: str | None = None
 
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
         """Stream one epoch of the trial's shuffled, freshly augmented training batches."""
-        return self.data.train_batches(
+        device = None if self.policy.is_identity else self.augment_on
+        batches = self.data.train_batches(
             batch_size=batch_size,
             epoch=epoch,
             seed=self.seed,
-            policy=self.policy,
+            # On the device the Ray Data step skips augmentation and only shuffles.
+            policy=self.policy if device is None else AugmentPolicy(self.policy.modality),
             cpus=self.cpus,
             trial=self.trial,
+        )
+        if device is None:
+            return batches
+        return augment_on_device(
+            batches,
+            self.policy,
+            device=device,
+            seed=self.seed,
+            trial=self.trial,
+            epoch=epoch,
         )
 
     def val_batches(self) -> Iterator[Batch]:
@@ -203,6 +262,47 @@ class TrialStream:
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Return both splits whole, in order, featurised and without augmentation."""
         return (*self.data.train_arrays(), *self.data.val_arrays())
+
+
+def augment_on_device(
+    batches: Iterable[Batch],
+    policy: AugmentPolicy,
+    *,
+    device: str,
+    seed: int,
+    trial: int,
+    epoch: int,
+) -> Iterator[Batch]:
+    """Copy each batch's ``x`` to ``device`` as a tensor and apply the image ``policy`` there.
+
+    The other columns stay numpy. Each batch's random streams are named by the position of its
+    first row in the epoch (``first_index``), so an epoch is a function of seed, trial and
+    epoch (and the batch size) as on the numpy path, whatever the device. Images only: their
+    featurizer is the identity, so augmenting after the Ray Data step changes nothing else.
+    """
+    from pipelines.augment.image_torch import apply_image_policy, to_device
+
+    offset = 0
+    for batch in batches:
+        rows = len(batch["x"])
+        x = apply_image_policy(
+            to_device(batch["x"], device),
+            policy,
+            seed=seed,
+            trial=trial,
+            epoch=epoch,
+            first_index=offset,
+        )
+        offset += rows
+        out: dict[str, Any] = dict(batch)
+        out["x"] = x
+        yield out
+
+
+def _cuda_usable() -> bool:
+    from pipelines.augment.image_torch import cuda_usable
+
+    return cuda_usable()
 
 
 def rebatch(blocks: Iterable[Batch], batch_size: int) -> Iterator[Batch]:

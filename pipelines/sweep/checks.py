@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.augment.device import augments_on_device
 from pipelines.augment.policy import hparam_keys as augment_hparam_keys
 from pipelines.config import ExperimentConfig
 from pipelines.errors import ConfigError, SearchSpaceError, UserInputError
@@ -317,3 +318,17 @@ def _possible_values(config: ExperimentConfig, space: SearchSpace, name: str) ->
     if hasattr(spec, "value"):
         return [spec.value]
     return [None]  # a numeric range: never a precision
+
+
+def check_augment_device(config: ExperimentConfig, info: TrainableInfo) -> None:
+    """Refuse ``data.augment_device: gpu`` where no trial could augment on a GPU.
+
+    Whether the node's CUDA works is only known in the trial (which then fails at once); the
+    config alone already tells a sweep whose trials have no GPU, or whose trainable is not the
+    torch one (the only trainable that takes batches as tensors on its device).
+    """
+    framework = "custom" if info.user_code and info.builder is None else info.framework
+    if info.own_loop:
+        framework = "custom"  # a training function gets numpy batches
+    device = "cuda" if config.resources.gpu > 0 else "cpu"
+    augments_on_device(config.data.augment_device, device, framework)

@@ -140,6 +140,7 @@ def _plan(config: ExperimentConfig, target: Any, search_paths: Sequence[Path] | 
     )
     checks.check_combinations(config, space)
     checks.check_precision(config, space)
+    checks.check_augment_device(config, info)
     check_storage(config.storage)
 
     searcher_name, scheduler_name = checks.strategy_names(config)

@@ -160,7 +160,10 @@ def execute_sweep(
         storage = storage_uri(config.storage)
         preflight(storage)
         data = materialise(
-            prepared, cache_hit=cache_hit, cpus_per_trial=max(1, int(config.resources.cpu))
+            prepared,
+            cache_hit=cache_hit,
+            cpus_per_trial=max(1, int(config.resources.cpu)),
+            augment_device=config.data.augment_device,
         )
         sweep = SweepRun(config.tracking.uri, config.experiment_name)
         try:

@@ -111,6 +111,9 @@ def _write_case(tmp_path: Path, case: str) -> tuple[Path, str, str]:
     elif case == "fp16 without a GPU":
         config["trainable"]["params"]["precision"] = "fp16"
         expected_key = "trainable.params.precision"
+    elif case == "augmentation on a GPU without one":
+        config["data"]["augment_device"] = "gpu"
+        expected_key = "data.augment_device"
     elif case == "searched precision unknown":
         space.write_text(GOOD_SPACE + "  precision: {type: categorical, values: [fp32, fp64]}\n")
         expected_file, expected_key = space.name, "precision"
@@ -142,6 +145,7 @@ CASES = [
     "searched epochs not numbers",
     "fp16 without a GPU",
     "searched precision unknown",
+    "augmentation on a GPU without one",
 ]
 
 
