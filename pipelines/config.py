@@ -114,6 +114,9 @@ class ResourcesConfig(_Section):
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    # Data-parallel trials: with workers > 1 each trial is a Ray Train run of that many workers,
+    # and cpu/gpu are per worker.
+    workers: int = Field(1, ge=1)
 
 
 class FaultToleranceConfig(_Section):

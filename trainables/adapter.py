@@ -58,6 +58,11 @@ class TrialSettings:
             (None: only the trainable's own).
         save_model: Saves a model a training function hands to ``ctx.log_model`` in MLflow's
             format (the pipeline provides it; trainables never import MLflow).
+        workers: Data-parallel workers per trial (above 1: each trial is a Ray Train run, see
+            :mod:`trainables.torch_data_parallel`).
+        cpu_per_worker: CPUs each of those workers reserves.
+        gpu_per_worker: GPUs each of those workers reserves.
+        worker_failures: Times a trial's Train run restarts its workers after losing one.
 
     """
 
@@ -68,6 +73,10 @@ class TrialSettings:
     resolve: Callable[[dict[str, Any]], dict[str, Any]]
     extra_metrics: ExtraMetrics | None = None
     save_model: SaveModel | None = None
+    workers: int = 1
+    cpu_per_worker: float = 1.0
+    gpu_per_worker: float = 0.0
+    worker_failures: int = 0
 
     def extra_metrics_for(self, spec: DataSpec) -> ExtraMetrics | None:
         """Return the extra metrics bound to the data's target scale."""
@@ -76,20 +85,28 @@ class TrialSettings:
         return dataclasses.replace(self.extra_metrics, target_std=spec.target_std)
 
 
+#: Runs one trial from its settings, resolved hyperparameters and the sweep's data.
+TrialRunner = Callable[[TrialSettings, dict[str, Any], BatchSource], None]
+
+
 def make_trial_function(
-    settings: TrialSettings,
+    settings: TrialSettings, runner: TrialRunner | None = None
 ) -> Callable[[dict[str, Any], BatchSource], None]:
     """Return the function Tune runs for each trial.
 
     Tune passes the trial's config as the first argument; the sweep's data is bound with
     ``tune.with_parameters`` so it travels through the object store once, not per trial.
+    ``runner`` runs the trial (default: the epoch loop here, or the user's training function);
+    data-parallel trials pass theirs (:mod:`trainables.torch_data_parallel`).
     """
 
     def run_trial(config: dict[str, Any], data: BatchSource) -> None:
         reporting.remove_leftovers()  # of an earlier attempt of this trial, killed on this node
         hparams = settings.resolve(config)
         try:
-            if settings.info.own_loop:
+            if runner is not None:
+                runner(settings, hparams, data)
+            elif settings.info.own_loop:
                 _run_function(settings, hparams, data)
             else:
                 _Trial(settings, hparams, data).run()

@@ -5,6 +5,11 @@ with plain dicts and directories.
 
 It also has an offline mode (:func:`offline`): the same trial code then runs outside Tune, its
 reports collected in a list. ``tunepipe replay`` re-trains a recorded trial this way.
+
+And a Ray Train worker mode (:func:`train_worker`) for data-parallel trials
+(:mod:`trainables.torch_data_parallel`): the same epoch loop runs in every worker of a Train run
+and reports through ``ray.train``, rank 0 alone writing checkpoints; the trial's driver relays what
+Train registered to Tune (:func:`relay`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,43 @@ class OfflineSession:
 _offline: OfflineSession | None = None
 
 
+@dataclass(frozen=True)
+class WorkerSession:
+    """One Ray Train worker of a data-parallel trial.
+
+    Attributes:
+        trial_id: The Tune trial the Train run belongs to (names temporary folders).
+        trial_index: The trial's number in its sweep.
+        cpus: CPUs reserved for this worker.
+        gpus: GPUs reserved for this worker.
+        rank: The worker's world rank; rank 0 alone writes checkpoints.
+        start: The checkpoint the trial starts from when its Train run has none yet (the Tune
+            checkpoint the driver was restored from), or None.
+
+    """
+
+    trial_id: str
+    trial_index: int
+    cpus: int
+    gpus: float
+    rank: int
+    start: Any = None
+
+
+_worker: WorkerSession | None = None
+
+
+@contextmanager
+def train_worker(session: WorkerSession) -> Iterator[WorkerSession]:
+    """Run trial code in a Ray Train worker: reports and checkpoints go through ``ray.train``."""
+    global _worker
+    previous, _worker = _worker, session
+    try:
+        yield session
+    finally:
+        _worker = previous
+
+
 @contextmanager
 def offline(cpus: int, trial_index: int) -> Iterator[OfflineSession]:
     """Run trial code outside Tune: reports are collected, no checkpoint is restored."""
@@ -63,7 +105,7 @@ def latest_checkpoint() -> Iterator[Path | None]:
     if _offline is not None:
         yield None
         return
-    checkpoint = tune.get_checkpoint()
+    checkpoint = _current_checkpoint()
     if checkpoint is None:
         yield None
         return
@@ -78,6 +120,20 @@ def latest_checkpoint() -> Iterator[Path | None]:
         logger.warning("checkpoint %s is damaged: %s", candidate.path, reason)
     logger.warning("no whole checkpoint of this trial is left; it starts from the beginning")
     yield None
+
+
+def _current_checkpoint() -> Any:
+    """Return the checkpoint to resume from: Tune's, or in a Train worker its run's newest.
+
+    A Train run that has registered no checkpoint yet (its first attempt in this trial attempt)
+    starts from the Tune checkpoint the driver handed in: Tune's is the trial's state of record
+    (a retry, or PBT's exploit step copying another trial's).
+    """
+    if _worker is None:
+        return tune.get_checkpoint()
+    import ray.train
+
+    return ray.train.get_checkpoint() or _worker.start
 
 
 def _candidates(checkpoint: Any) -> list[Any]:
@@ -95,7 +151,8 @@ def _candidates(checkpoint: Any) -> list[Any]:
     if not exists:
         logger.warning("checkpoint %s is gone (deleted after Tune's last snapshot)", path)
     siblings = [other for other in trial_checkpoints(fs, path) if other != path]
-    others = [tune.Checkpoint(sibling, filesystem=fs) for sibling in siblings]
+    # The same class as the checkpoint: Tune's and Train's are distinct classes.
+    others = [type(checkpoint)(sibling, filesystem=fs) for sibling in siblings]
     return [checkpoint, *others] if exists else others
 
 
@@ -111,7 +168,12 @@ def trial_checkpoints(fs: Any, checkpoint_path: str) -> list[str]:
 
     folder = checkpoint_path.rstrip("/").rpartition("/")[0]
     found = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
-    names = (i.path.rstrip("/") for i in found if i.base_name.startswith("checkpoint_"))
+    # Folders only: a Train run keeps its checkpoint_manager_snapshot.json beside them.
+    names = (
+        i.path.rstrip("/")
+        for i in found
+        if i.base_name.startswith("checkpoint_") and i.type == pyarrow.fs.FileType.Directory
+    )
     return sorted(names, reverse=True)
 
 
@@ -125,6 +187,9 @@ def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = Non
     if _offline is not None:
         _offline.reports.append(metrics)
         return
+    if _worker is not None:
+        _report_to_train(metrics, save)
+        return
     if save is None:
         tune.report(metrics)
         return
@@ -132,6 +197,86 @@ def report(metrics: dict[str, Any], *, save: Callable[[Path], None] | None = Non
         save(Path(directory))
         write_manifest(Path(directory))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _report_to_train(metrics: dict[str, Any], save: Callable[[Path], None] | None) -> None:
+    """Report from a Train worker; only rank 0 writes the checkpoint (the weights are in sync).
+
+    ``ray.train.report`` is collective: every worker calls it once per epoch, checkpoint or not.
+    """
+    import ray.train
+
+    assert _worker is not None
+    if save is None or _worker.rank != 0:
+        ray.train.report(metrics)
+        return
+    with temporary_folder("ckpt") as directory:
+        save(Path(directory))
+        write_manifest(Path(directory))
+        # Uploaded before report returns (the default synchronous upload), so the folder can go.
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def relay(metrics: dict[str, Any], checkpoint: Any = None) -> None:
+    """Report to Tune what a data-parallel trial's Train run registered (in the trial's driver).
+
+    Args:
+        metrics: Rank 0's metrics of the epoch (already aggregated across workers).
+        checkpoint: The checkpoint Train persisted in its storage, or None. Tune copies it into
+            the trial's folder, so it becomes a real Tune checkpoint (kept, scored and restored
+            by Tune like any other).
+
+    """
+    if checkpoint is None:
+        tune.report(metrics)
+        return
+    tune.report(
+        metrics, checkpoint=tune.Checkpoint(checkpoint.path, filesystem=checkpoint.filesystem)
+    )
+
+
+def stop_requested() -> bool:
+    """Return whether Tune asked the running trial to stop (a scheduler's decision, a reuse).
+
+    A function trainable learns of it only at its next ``tune.report``; a data-parallel trial's
+    driver waits on its workers between reports and asks instead, because Tune reuses the
+    actor for the next trial only if the function returns within 2 s of the request. Reads
+    Tune's session event (internal to Ray 2.x; False where it is missing).
+    """
+    if _offline is not None or _worker is not None:
+        return False
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    event = getattr(session, "stop_event", None)
+    return bool(event is not None and event.is_set())
+
+
+def allow_slow_stop(seconds: int) -> None:
+    """Let Tune wait ``seconds`` for this trial to end after asking it to stop (default 2 s).
+
+    A data-parallel trial that is stopped aborts its Train run and waits for it: the run's
+    worker group holds a placement group that only the run removes. Tune reads
+    ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` in the trial's process when it reuses the actor; past
+    the wait it gives up on reuse and fails the next trial instead.
+    """
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(int(seconds))
+
+
+def start_checkpoint() -> Any:
+    """Return the Tune checkpoint the running trial was restored from, or None (in a driver)."""
+    return None if _offline is not None else tune.get_checkpoint()
+
+
+def trial_storage() -> tuple[Any, str]:
+    """Return the running trial's ``(pyarrow filesystem, folder path)`` in the sweep's storage."""
+    storage = tune.get_context().get_storage()
+    return storage.storage_filesystem, storage.trial_fs_path
+
+
+def trial_id() -> str:
+    """Return the running trial's Tune id."""
+    return _trial_id()
 
 
 def temporary_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
@@ -167,6 +312,8 @@ def remove_leftovers(trial_ids: Iterable[str] | None = None) -> None:
 
 
 def _trial_id() -> str:
+    if _worker is not None:
+        return _worker.trial_id
     if _offline is not None:
         return f"offline{os.getpid()}"
     return tune.get_context().get_trial_id() or f"pid{os.getpid()}"
@@ -174,6 +321,8 @@ def _trial_id() -> str:
 
 def trial_resources() -> tuple[int, float]:
     """Return ``(cpus, gpus)`` reserved for the running trial."""
+    if _worker is not None:
+        return _worker.cpus, _worker.gpus
     if _offline is not None:
         return _offline.cpus, 0.0
     resources = tune.get_context().get_trial_resources()
@@ -183,6 +332,8 @@ def trial_resources() -> tuple[int, float]:
 
 def trial_index() -> int:
     """Return the trial's number in its sweep (the suffix of Tune's trial id, ``..._00003``)."""
+    if _worker is not None:
+        return _worker.trial_index
     if _offline is not None:
         return _offline.trial_index
     return trial_index_from_id(tune.get_context().get_trial_id() or "")

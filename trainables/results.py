@@ -27,6 +27,10 @@ FAILED_REASON: Final = "trial_failed_reason"
 NODE_ID: Final = "node_id"
 #: What the trial computed on: "cpu" or "cuda:<index> <name>" (see trainables.usage).
 DEVICE: Final = "device"
+#: A data-parallel trial's Train run's placement group (hex id). A Train run dies with its
+#: trial's actor when Tune ends a sweep, before it can remove the group (Ray Train's own cleaner
+#: needs the dashboard's state API): the sweep removes what is left (pipelines.sweep.cluster).
+PLACEMENT_GROUP: Final = "train_placement_group"
 
 
 def trial_index_from_id(trial_id: str) -> int:

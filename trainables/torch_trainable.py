@@ -174,8 +174,10 @@ class TorchTrainable:
         self._l1 = self._l2 = 0.0
         self._precision = PrecisionSettings()
         # What computes the outputs: the model, or its torch.compile'd wrapper (which shares
-        # its parameters; state dicts are always the plain model's).
+        # its parameters; state dicts are always the plain model's). Training may go through
+        # another wrapper of the same parameters (DistributedDataParallel, see train_through).
         self._forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._scaler: torch.amp.GradScaler | None = None
 
     def setup(self, hparams: Mapping[str, Any], data: DataSpec, device: str) -> None:
@@ -206,8 +208,22 @@ class TorchTrainable:
         self._weights, others = split_weights(self.model.parameters())
         self._training = TrainingOptimizer(hparams, self._weights, others)
         self.optimizer = self._training.optimizer
-        self._forward = torch.compile(self.model) if self._precision.compile else self.model
+        self._forward = self._compiled(self.model)
+        self._train_forward = self._forward
         self._scaler = torch.amp.GradScaler("cuda") if self._precision.scales_loss else None
+
+    def _compiled(self, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        return torch.compile(module) if self._precision.compile else module
+
+    def train_through(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Run training passes through ``wrap(model)``, e.g. ``DistributedDataParallel``.
+
+        Evaluation, prediction and checkpoints keep using the plain model (whose state dict
+        has the plain parameter names, loadable by any trial); ``compile`` applies to the
+        wrapper, the order torch.compile documents for DDP.
+        """
+        model, _ = self._parts()
+        self._train_forward = self._compiled(wrap(model))
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Run the enclosed passes in the trial's precision (fp32: nothing changes)."""
@@ -216,12 +232,13 @@ class TorchTrainable:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self._device.type, dtype=dtype)
 
-    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, x: torch.Tensor, *, training: bool = False) -> torch.Tensor:
         """Return the model's outputs in float32 (metrics and losses never sum in 16 bits)."""
-        if self._forward is None:
+        forward = self._train_forward if training else self._forward
+        if forward is None:
             raise RuntimeError("call setup() first")
         with self._autocast():
-            return self._forward(x).float()
+            return forward(x).float()
 
     def _backward_and_step(self, objective: torch.Tensor, training: TrainingOptimizer) -> None:
         if self._scaler is None:
@@ -320,7 +337,7 @@ class TorchTrainable:
         count = 0
         for x, y in self._tensors(batches):
             training.zero_grad()
-            loss = self._loss(self._outputs(x), y)
+            loss = self._loss(self._outputs(x, training=True), y)
             penalty = weight_penalty(self._weights, self._l1, self._l2)
             self._backward_and_step(loss if penalty is None else loss + penalty, training)
             loss_sum += loss.detach() * y.shape[0]

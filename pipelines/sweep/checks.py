@@ -332,3 +332,22 @@ def check_augment_device(config: ExperimentConfig, info: TrainableInfo) -> None:
         framework = "custom"  # a training function gets numpy batches
     device = "cuda" if config.resources.gpu > 0 else "cpu"
     augments_on_device(config.data.augment_device, device, framework)
+
+
+def check_workers(config: ExperimentConfig, info: TrainableInfo) -> None:
+    """Refuse data-parallel trials (``resources.workers`` > 1) for what cannot run them.
+
+    They wrap the torch trainable's model in DistributedDataParallel: the bundled torch models
+    and a user's torch model builder qualify; Keras, scikit-learn, a training function and a
+    user's own trainable class do not (yet).
+    """
+    if config.resources.workers <= 1:
+        return
+    if info.framework != "torch" or info.own_loop or (info.user_code and info.builder is None):
+        raise ConfigError(
+            f"data-parallel trials (resources.workers: {config.resources.workers}) need the "
+            f"torch trainable or a torch model builder, not the {info.framework} "
+            f"{'training function' if info.own_loop else 'trainable'}",
+            key="resources.workers",
+            fix="set resources.workers: 1, or tune a torch model",
+        )

@@ -10,8 +10,13 @@ from typing import Any
 
 from pipelines.config import ResourcesConfig
 from pipelines.errors import ConfigError
+from trainables.results import PLACEMENT_GROUP
 
 logger = logging.getLogger(__name__)
+
+#: What the driver of a data-parallel trial reserves: a sliver of a CPU (Ray refuses a request
+#: of zero), its Train workers reserving their own.
+DRIVER_CPU = 0.01
 
 
 @contextmanager
@@ -59,6 +64,7 @@ def check_resources(resources: ResourcesConfig) -> None:
     """
     nodes = _alive_nodes()
     if any(_fits(node.get("Resources", {}), resources) for node in nodes):
+        _check_worker_group(nodes, resources)
         return
     types = autoscaler_node_types()
     startable = [name for name, have in types if _fits(have, resources)]
@@ -80,6 +86,34 @@ def check_resources(resources: ResourcesConfig) -> None:
         key="resources",
         fix="lower resources.cpu/resources.gpu or add nodes (or node types) with GPUs",
     )
+
+
+def _check_worker_group(nodes: list[dict[str, Any]], resources: ResourcesConfig) -> None:
+    """Refuse data-parallel trials whose workers, together, exceed the whole cluster.
+
+    Each worker fits a node (checked above), but Ray Train starts a trial's workers all at once
+    (one placement group): with too few in total it waits forever. An autoscaler that may add
+    nodes makes it a wait, not an error.
+    """
+    if resources.workers <= 1 or autoscaler_node_types():
+        return
+    total = {
+        kind: sum(node.get("Resources", {}).get(kind, 0) for node in nodes)
+        for kind in ("CPU", "GPU")
+    }
+    need = {
+        "CPU": resources.workers * resources.cpu + DRIVER_CPU,
+        "GPU": resources.workers * resources.gpu,
+    }
+    short = [kind for kind in ("CPU", "GPU") if need[kind] > total[kind] + 1e-9]
+    if short:
+        raise ConfigError(
+            f"a trial's {resources.workers} workers need {need['CPU']:g} CPU and "
+            f"{need['GPU']:g} GPU together, the cluster has {total['CPU']:g} CPU and "
+            f"{total['GPU']:g} GPU",
+            key="resources.workers",
+            fix="lower resources.workers or resources.cpu/gpu per worker, or add nodes",
+        )
 
 
 def autoscaler_node_types() -> list[tuple[str, dict[str, float]]]:
@@ -113,3 +147,38 @@ def _alive_nodes() -> list[dict[str, Any]]:
 
 def _fits(have: dict[str, Any], resources: ResourcesConfig) -> bool:
     return bool(have.get("CPU", 0) >= resources.cpu and have.get("GPU", 0) >= resources.gpu)
+
+
+def train_placement_groups(grid: Any) -> set[str]:
+    """Return the ids of the placement groups the sweep's data-parallel trials' Train runs held.
+
+    Every report of such a trial names its run's group (``train_placement_group``); a retried
+    trial's earlier attempts are in its earlier reports.
+    """
+    found: set[str] = set()
+    for result in grid:
+        frame = getattr(result, "metrics_dataframe", None)
+        if frame is not None and PLACEMENT_GROUP in frame:
+            found.update(str(value) for value in frame[PLACEMENT_GROUP].dropna() if value)
+    return found
+
+
+def release_placement_groups(ids: set[str]) -> None:
+    """Remove the given placement groups that are still held once the sweep's trials ended.
+
+    When Tune ends a sweep it kills the trials' actors, and a Train run dies with its trial's
+    actor (its owner) before it can remove its workers' placement group; Ray Train's own
+    cleaner needs the dashboard's state API, which a local instance runs without. Left alone,
+    the groups would hold their CPUs and GPUs until the Ray instance stops.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    if not ids:
+        return
+    table = ray.util.placement_group_table()
+    for group_id in ids:
+        if table.get(group_id, {}).get("state") not in (None, "REMOVED"):
+            group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
+            ray.util.remove_placement_group(group)
+            logger.debug("removed the placement group %s a Train run left", group_id)

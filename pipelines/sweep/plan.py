@@ -76,8 +76,14 @@ class SweepPlan:
         """Names of the hyperparameters the search space varies (constants left out)."""
         return tuple(n for n, spec in self.space.params.items() if spec.type != "constant")
 
-    def strategy_context(self, warm_start: WarmStart | None = None) -> StrategyContext:
-        """Return what the strategy factories read (the seed moved past a warm start's trials)."""
+    def strategy_context(
+        self, warm_start: WarmStart | None = None, max_concurrent: int | None = None
+    ) -> StrategyContext:
+        """Return what the strategy factories read (the seed moved past a warm start's trials).
+
+        ``max_concurrent`` replaces ``search.max_concurrent`` (the limit the cluster sets for
+        data-parallel trials, see :func:`pipelines.sweep.tuner.max_concurrent_trials`).
+        """
         search = self.config.search
         return StrategyContext(
             metric=self.config.metric,
@@ -87,13 +93,15 @@ class SweepPlan:
             space=self.space,
             searcher_space=self.converted,
             repeats=search.num_samples,
-            max_concurrent=search.max_concurrent,
+            max_concurrent=max_concurrent or search.max_concurrent,
             warm_start=warm_start,
         )
 
-    def build_strategies(self, warm_start: WarmStart | None = None) -> tuple[Any, Any]:
+    def build_strategies(
+        self, warm_start: WarmStart | None = None, max_concurrent: int | None = None
+    ) -> tuple[Any, Any]:
         """Return Ray's (searcher, scheduler) objects, the searcher warm if ``warm_start``."""
-        ctx = self.strategy_context(warm_start)
+        ctx = self.strategy_context(warm_start, max_concurrent)
         return (
             strategies.build(self.searcher, self.searcher_options, ctx),
             strategies.build(self.scheduler, self.scheduler_options, ctx),
@@ -141,6 +149,7 @@ def _plan(config: ExperimentConfig, target: Any, search_paths: Sequence[Path] | 
     checks.check_combinations(config, space)
     checks.check_precision(config, space)
     checks.check_augment_device(config, info)
+    checks.check_workers(config, info)
     check_storage(config.storage)
 
     searcher_name, scheduler_name = checks.strategy_names(config)

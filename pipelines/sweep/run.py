@@ -19,7 +19,12 @@ from typing import Any
 from pipelines.config import ExperimentConfig
 from pipelines.data import Prepared, SweepData, materialise, prepare_arrays
 from pipelines.paths import ensure_home
-from pipelines.sweep.cluster import check_resources, ray_session
+from pipelines.sweep.cluster import (
+    check_resources,
+    ray_session,
+    release_placement_groups,
+    train_placement_groups,
+)
 from pipelines.sweep.dry_run import dry_step
 from pipelines.sweep.extend import SweepToExtend, prepare_extension
 from pipelines.sweep.finish import SweepFailed, SweepSummary, finish_sweep
@@ -34,7 +39,13 @@ from pipelines.sweep.resume import (
 )
 from pipelines.sweep.signals import StopRequest, SweepInterrupted, graceful_stop
 from pipelines.sweep.storage import join, preflight, storage_uri
-from pipelines.sweep.tuner import build_trainable, build_tuner, experiment_name
+from pipelines.sweep.tuner import (
+    build_trainable,
+    build_tuner,
+    cluster_resources,
+    experiment_name,
+    max_concurrent_trials,
+)
 from pipelines.sweep.warm_start import WarmStart
 from pipelines.tracking import schema
 from pipelines.tracking.callback import MlflowTrialCallback
@@ -151,12 +162,15 @@ def execute_sweep(
         )
     elif extend is not None:
         base, warm_start = prepare_extension(config, extend, plan.space, prepared.fingerprint())
-    searcher, scheduler = plan.build_strategies(warm_start)
-    if plan.scheduler.uses_python_random and config.search.seed is not None:
-        random.seed(config.search.seed)
     started = time.monotonic()
     with ray_session(address, config.runtime.ray_runtime_env()):
         check_resources(config.resources)
+        # Built once Ray runs: data-parallel trials take their concurrency from the cluster.
+        searcher, scheduler = plan.build_strategies(
+            warm_start, max_concurrent_trials(plan, cluster_resources())
+        )
+        if plan.scheduler.uses_python_random and config.search.seed is not None:
+            random.seed(config.search.seed)
         storage = storage_uri(config.storage)
         preflight(storage)
         data = materialise(
@@ -266,6 +280,7 @@ def _fit_and_finish(
     finally:
         # Temporary folders of trial attempts killed on this machine (their process could not).
         remove_leftovers(tracker.trial_ids)
+    release_placement_groups(train_placement_groups(grid))
     if stop.signum is not None:
         _close_interrupted(plan, sweep, tracker, stop)
     previous = base.best if base is not None else None

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from pipelines.sweep.cluster import DRIVER_CPU
 from pipelines.sweep.plan import SweepPlan
 from pipelines.sweep.storage import storage_uri
 from pipelines.tracking.saved_models import save_model
@@ -24,6 +25,10 @@ def trial_settings(plan: SweepPlan) -> TrialSettings:
         resolve=plan.resolve,
         extra_metrics=plan.extra_metrics,
         save_model=save_model if plan.info.own_loop else None,
+        workers=config.resources.workers,
+        cpu_per_worker=config.resources.cpu,
+        gpu_per_worker=config.resources.gpu,
+        worker_failures=config.fault_tolerance.max_failures,
     )
 
 
@@ -50,12 +55,46 @@ def build_trainable(plan: SweepPlan, data: BatchSource) -> Any:
     # Short trials that keep N checkpoints each force a state snapshot per checkpoint, and Tune
     # warns about it every time; on a small sweep that is expected and costs milliseconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    config = plan.config
-    function = make_trial_function(trial_settings(plan))
-    return tune.with_resources(
-        tune.with_parameters(function, data=data),
-        {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
-    )
+    settings = trial_settings(plan)
+    if settings.workers > 1:
+        # Imported only here: it loads Ray Train and torch.distributed.
+        from trainables.torch_data_parallel import data_parallel_trial_function
+
+        function = data_parallel_trial_function(settings)
+    else:
+        function = make_trial_function(settings)
+    return tune.with_resources(tune.with_parameters(function, data=data), trial_request(plan))
+
+
+def trial_request(plan: SweepPlan) -> dict[str, float]:
+    """Return what Tune reserves for one trial.
+
+    A data-parallel trial is a thin driver (its Ray Train workers reserve their own CPUs and
+    GPUs); it asks for a sliver of a CPU because Ray refuses a request of zero.
+    """
+    resources = plan.config.resources
+    if resources.workers > 1:
+        return {"cpu": DRIVER_CPU}
+    return {"cpu": resources.cpu, "gpu": resources.gpu}
+
+
+def max_concurrent_trials(plan: SweepPlan, cluster: dict[str, float]) -> int | None:
+    """Return Tune's cap on trials in flight: the config's, or what the cluster can host.
+
+    Data-parallel trials need it: Tune starts a trial as soon as its thin driver fits, and a
+    Train run whose workers never fit waits for them forever (a sweep that looks hung). With
+    ``cluster`` the whole cluster's ``CPU``/``GPU`` totals (an autoscaling cluster's grow, so
+    its cap is its current size: more trials start as nodes join only with a config limit).
+    """
+    resources = plan.config.resources
+    limit = plan.config.search.max_concurrent
+    if resources.workers <= 1:
+        return limit
+    fits = [cluster.get("CPU", 0.0) / (resources.workers * resources.cpu + DRIVER_CPU)]
+    if resources.gpu > 0:
+        fits.append(cluster.get("GPU", 0.0) / (resources.workers * resources.gpu))
+    room = max(1, int(min(fits) + 1e-9))
+    return room if limit is None else min(limit, room)
 
 
 def build_tuner(
@@ -84,7 +123,7 @@ def build_tuner(
         # would be ignored by it.
         max_concurrent_trials=None
         if plan.searcher.caps_concurrency
-        else config.search.max_concurrent,
+        else max_concurrent_trials(plan, cluster_resources()),
         time_budget_s=config.search.time_budget_s,
         # Function trainables pay ~2 s of actor start-up per trial without this (ENVIRONMENT.md).
         reuse_actors=True,
@@ -104,3 +143,10 @@ def build_tuner(
     return tune.Tuner(
         trainable, param_space=plan.param_space, tune_config=tune_config, run_config=run_config
     )
+
+
+def cluster_resources() -> dict[str, float]:
+    """Return the running Ray cluster's total resources (``CPU``, ``GPU``, ...)."""
+    import ray
+
+    return {key: float(value) for key, value in ray.cluster_resources().items()}

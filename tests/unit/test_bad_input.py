@@ -114,6 +114,10 @@ def _write_case(tmp_path: Path, case: str) -> tuple[Path, str, str]:
     elif case == "augmentation on a GPU without one":
         config["data"]["augment_device"] = "gpu"
         expected_key = "data.augment_device"
+    elif case == "data-parallel workers for keras":
+        config["trainable"]["framework"] = "tensorflow"
+        config["resources"] = {"workers": 2}
+        expected_key = "resources.workers"
     elif case == "searched precision unknown":
         space.write_text(GOOD_SPACE + "  precision: {type: categorical, values: [fp32, fp64]}\n")
         expected_file, expected_key = space.name, "precision"
@@ -146,6 +150,7 @@ CASES = [
     "fp16 without a GPU",
     "searched precision unknown",
     "augmentation on a GPU without one",
+    "data-parallel workers for keras",
 ]
 
 

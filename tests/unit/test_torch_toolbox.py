@@ -147,7 +147,7 @@ def test_torch_hparams_lists_every_key() -> None:
         *("model", "optimizer", "lr", "momentum", "nesterov", "rho", "eps"),
         *("initial_accumulator_value", "beta1", "beta2", "weight_decay", "l1", "l2"),
         *("dropout", "loss", "huber_delta", "hypergradient", "hyper_lr"),
-        *("hidden_layers", "hidden_units", "channels", "seed"),
+        *("hidden_layers", "hidden_units", "channels", "seed", "precision", "compile"),
     }
     assert expected == TORCH_HPARAMS
 

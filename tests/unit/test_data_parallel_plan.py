@@ -1,0 +1,48 @@
+"""Planning data-parallel trials: what Tune reserves, how many run at once, what is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import ResourcesConfig
+from pipelines.errors import ConfigError
+from pipelines.sweep.cluster import DRIVER_CPU, _check_worker_group
+from pipelines.sweep.plan import plan_sweep
+from pipelines.sweep.tuner import max_concurrent_trials, trial_request
+from tests.support.configs import shrunk
+
+
+def _plan(**overrides: object) -> object:
+    return plan_sweep(shrunk("digits_mlp_random.yaml", **overrides))
+
+
+def test_a_data_parallel_trial_reserves_a_sliver_its_workers_the_rest() -> None:
+    plan = _plan(resources={"cpu": 2, "gpu": 1, "workers": 4})
+    assert trial_request(plan) == {"cpu": DRIVER_CPU}  # type: ignore[arg-type]
+    single = _plan(resources={"cpu": 2, "gpu": 0.5})
+    assert trial_request(single) == {"cpu": 2, "gpu": 0.5}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("resources", "limit", "cluster", "expected"),
+    [
+        ({"cpu": 0.45, "workers": 2}, None, {"CPU": 2.0}, 2),  # 2 x (0.9 + driver) fits
+        ({"cpu": 1, "workers": 2}, None, {"CPU": 8.0}, 3),  # 3 x 2.01 <= 8 < 4 x 2.01
+        ({"cpu": 1, "gpu": 1, "workers": 2}, None, {"CPU": 64.0, "GPU": 4.0}, 2),  # GPUs bind
+        ({"cpu": 1, "workers": 2}, 1, {"CPU": 8.0}, 1),  # the config's limit is lower
+        ({"cpu": 1}, None, {"CPU": 8.0}, None),  # single-process trials: Tune decides
+    ],
+)
+def test_trials_in_flight_are_capped_at_what_the_cluster_holds(
+    resources: dict[str, float], limit: int | None, cluster: dict[str, float], expected: int | None
+) -> None:
+    plan = _plan(resources=resources, **{"search.max_concurrent": limit})
+    assert max_concurrent_trials(plan, cluster) == expected  # type: ignore[arg-type]
+
+
+def test_workers_that_together_exceed_the_cluster_are_refused() -> None:
+    nodes = [{"Resources": {"CPU": 2.0}}]
+    _check_worker_group(nodes, ResourcesConfig(cpu=0.45, workers=2))  # fits beside its driver
+    with pytest.raises(ConfigError, match=r"2 workers need 2\.01 CPU") as caught:
+        _check_worker_group(nodes, ResourcesConfig(cpu=1, workers=2))
+    assert caught.value.key == "resources.workers"
