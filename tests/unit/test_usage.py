@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,11 +24,23 @@ def test_cpu_share_follows_the_work_done_in_the_window() -> None:
     assert idle[CPU_UTILIZATION] < 20
 
 
-def test_memory_peak_is_a_high_water_mark_that_sees_a_freed_allocation() -> None:
-    meter = UsageMeter("cpu", cpus=1)
-    before = meter.sample()[PROCESS_MEMORY_PEAK]
-    block = np.ones(200 * 2**20 // 8)  # 200 MB, touched, then freed
+def _resident_megabytes() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def test_memory_peak_is_the_trials_own_high_water_mark() -> None:
+    earlier = np.ones(300 * 2**20 // 8)  # a peak from before the trial
+    del earlier
+    meter = UsageMeter("cpu", cpus=1)  # resets the kernel's high-water mark
+    start = meter.sample()[PROCESS_MEMORY_PEAK]
+    assert start < _resident_megabytes() + 50  # the earlier 300 MB peak is not the trial's
+
+    block = np.ones(200 * 2**20 // 8)  # touched: resident
+    resident = _resident_megabytes()
+    during = meter.sample()[PROCESS_MEMORY_PEAK]
     del block
-    after = meter.sample()[PROCESS_MEMORY_PEAK]
-    assert after >= before + 150
-    assert meter.sample()[PROCESS_MEMORY_PEAK] >= after - 1  # a peak does not go down
+    # Never below what is resident (the block's pages may have been resident before, in a
+    # process that freed memory without returning it: the mark need not rise by 200 MB).
+    assert during >= resident - 1
+    assert meter.sample()[PROCESS_MEMORY_PEAK] >= during - 1  # and it does not go down
