@@ -290,8 +290,28 @@ def temporary_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
 
 
 def temporary_prefix(kind: str) -> str:
-    """Return the name prefix of the running trial's temporary folders of ``kind``."""
-    return f"{leftover_prefix(_trial_id())}{kind}-"
+    """Return the name prefix of the running trial's temporary folders of ``kind``.
+
+    A Train worker's carry its rank too: the ranks of a trial run side by side on one node.
+    """
+    return f"{_own_prefix()}{kind}-"
+
+
+def _own_prefix() -> str:
+    rank = f"rank{_worker.rank}-" if _worker is not None else ""
+    return f"{leftover_prefix(_trial_id())}{rank}"
+
+
+def remove_worker_leftovers() -> None:
+    """Remove, on this node, what an earlier worker of this rank of this trial left behind.
+
+    Train restarts a trial's whole worker group when one worker fails, killing the others
+    mid-epoch; only one worker of a rank runs at a time, so its folders found now are dead.
+    """
+    if _worker is None:
+        return
+    for folder in Path(tempfile.gettempdir()).glob(f"{_own_prefix()}*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def leftover_prefix(trial_id: str) -> str:

@@ -386,6 +386,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
         start=config["start"],
     )
     with reporting.train_worker(session):
+        reporting.remove_worker_leftovers()
         _use_worker_device(config["gpus"])
         _DataParallelTrial(config["settings"], config["hparams"], config["data"]).run()
 
