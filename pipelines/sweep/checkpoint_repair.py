@@ -3,10 +3,14 @@
 Tune deletes a trial's checkpoints beyond ``num_to_keep`` as soon as a newer one is registered,
 and uploads its experiment snapshot (what ``Tuner.restore`` reads) only afterwards. A driver
 killed in that window leaves a snapshot naming a checkpoint that is gone, and Tune's restore then
-fails the trial on every retry ("does not exist on storage anymore"), losing it. The newest
-whole checkpoint of the same trial is still there: it is copied to the path the snapshot names.
-The trial resumes from that newer epoch (each checkpoint records its own epoch), so nothing is
-trained twice and MLflow's once-per-epoch history stays whole.
+fails the trial on every retry ("does not exist on storage anymore"), losing it. Another whole
+checkpoint of the same trial is copied to the path the snapshot names; the trial resumes from
+its epoch (each checkpoint records its own).
+
+An older one is preferred: the epochs after it are trained again, and MLflow keeps the first
+record of each. A newer one may hold an epoch whose metrics the killed driver never recorded
+(they were in flight when it died), and the resumed trial would never report that epoch again:
+a hole in the history. A newer one is used only when no older one is whole.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def fill_missing_checkpoints(experiment_uri: str) -> list[str]:
         named = checkpoint.path.rstrip("/")
         if fs.get_file_info(named).type != pyarrow.fs.FileType.NotFound:
             continue
-        source = _newest_whole_sibling(fs, named)
+        source = _sibling_to_resume(fs, named)
         if source is None:
             logger.warning("trial %s has no whole checkpoint left to resume from", trial.trial_id)
             continue
@@ -60,11 +64,14 @@ def fill_missing_checkpoints(experiment_uri: str) -> list[str]:
     return filled
 
 
-def _newest_whole_sibling(fs: Any, named: str) -> str | None:
-    """Return the trial's newest checkpoint folder whose files match their manifest."""
+def _sibling_to_resume(fs: Any, named: str) -> str | None:
+    """Return the newest whole checkpoint older than ``named``, else the oldest newer one."""
     from ray import tune
 
-    for sibling in trial_checkpoints(fs, named):
+    siblings = trial_checkpoints(fs, named)  # newest first; names sort in save order
+    older = [path for path in siblings if path < named]
+    newer = [path for path in reversed(siblings) if path > named]
+    for sibling in [*older, *newer]:
         with tune.Checkpoint(sibling, filesystem=fs).as_directory() as local:
             reason = damage(Path(local))
         if reason is None:
