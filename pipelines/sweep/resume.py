@@ -20,7 +20,7 @@ from typing import Any
 
 from pipelines.config import ExperimentConfig
 from pipelines.errors import ConfigError
-from pipelines.sweep.checkpoint_repair import fill_missing_checkpoints
+from pipelines.sweep.checkpoint_repair import fill_missing_checkpoints, forget_missing_checkpoints
 from pipelines.sweep.extend import check_same_data, find_sweep_to_extend
 from pipelines.sweep.storage import filesystem
 from pipelines.tracking import queries, schema
@@ -129,11 +129,13 @@ def restore_tuner(experiment_uri: str, trainable: Any) -> Any:
 
     Unfinished trials and errored ones (a node lost beyond the retries) continue from their
     last checkpoint; finished ones are kept as they are. A checkpoint the snapshot names but
-    Tune had already deleted is filled in first (:mod:`pipelines.sweep.checkpoint_repair`).
+    Tune had already deleted is filled in first, and kept ones it had deleted are forgotten
+    (:mod:`pipelines.sweep.checkpoint_repair`).
     """
     from ray import tune
 
     fill_missing_checkpoints(experiment_uri)
+    forget_missing_checkpoints(experiment_uri)
     return tune.Tuner.restore(
         experiment_uri, trainable=trainable, resume_unfinished=True, resume_errored=True
     )

@@ -9,6 +9,7 @@ Tune, MLflow, the checkpoints and the registry, or by resuming Tune's own experi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -21,7 +22,10 @@ from ray import tune
 from ray.tune import Callback
 
 from pipelines import run_sweep
-from pipelines.sweep.checkpoint_repair import fill_missing_checkpoints
+from pipelines.sweep.checkpoint_repair import (
+    fill_missing_checkpoints,
+    forget_missing_checkpoints,
+)
 from tests.support.chaos import CHAOS_CONFIG
 from tests.support.reconcile import reconcile
 from trainables.checkpoint_manifest import write_manifest
@@ -146,3 +150,48 @@ def test_resume_fills_in_a_checkpoint_tune_deleted_after_its_last_snapshot(
     (finished,) = list(restored.fit())
     assert finished.error is None
     assert fill_missing_checkpoints(str(tmp_path / "race")) == []  # nothing left to fill
+
+
+def test_resume_forgets_kept_checkpoints_tune_deleted_after_its_last_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    tuner = tune.Tuner(
+        _counting_trial,
+        run_config=tune.RunConfig(
+            name="race",
+            storage_path=str(tmp_path),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
+    (failed,) = list(tuner.fit())
+    trial_folder = Path(failed.path)
+    # The snapshot keeps epochs 1 and 2; a killed driver had registered a newer one and deleted
+    # epoch 1's. The resumed trial's next checkpoint makes Tune delete epoch 1's again.
+    older = trial_folder / "checkpoint_000000"
+    shutil.rmtree(older)
+
+    assert fill_missing_checkpoints(str(tmp_path / "race")) == []  # the latest is whole
+    assert forget_missing_checkpoints(str(tmp_path / "race")) == [str(older)]
+    assert forget_missing_checkpoints(str(tmp_path / "race")) == []
+
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
+    controller_log.addHandler(handler)
+    try:
+        restored = tune.Tuner.restore(
+            str(tmp_path / "race"), trainable=_counting_trial, resume_errored=True
+        )
+        (finished,) = list(restored.fit())
+    finally:
+        controller_log.removeHandler(handler)
+    assert finished.error is None
+    assert [r.getMessage() for r in errors] == []  # Tune handled every checkpoint whole
+    assert finished.metrics["epoch"] == 3
+    assert [c.path for c, _ in finished.best_checkpoints] == [
+        str(trial_folder / "checkpoint_000001"),
+        str(trial_folder / "checkpoint_000002"),
+    ]
