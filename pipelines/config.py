@@ -117,6 +117,10 @@ class ResourcesConfig(_Section):
     # Data-parallel trials: with workers > 1 each trial is a Ray Train run of that many workers,
     # and cpu/gpu are per worker.
     workers: int = Field(1, ge=1)
+    # A Ray label selector every trial's node must match ({pool: cpu}, {zone: "in(a, b)"}):
+    # nodes get labels from `ray start --labels`. Ray packs trials (placement groups) onto GPU
+    # nodes as readily as onto CPU ones; labels are how CPU-only trials are kept off them.
+    node_labels: dict[str, str] = Field(default_factory=dict)
 
 
 class FaultToleranceConfig(_Section):

@@ -155,12 +155,12 @@ class _Trial:
             implementation.set_cpu_threads(self.cpus)
         device_for = getattr(implementation, "device_for", None)
         device = device_for(gpus) if device_for else "cpu"
-        info = settings.info
-        # Only the bundled trainables (built-in models or the user's model builder) take
-        # batches augmented on the device; a user's own class gets numpy, whatever it declares.
-        framework = "custom" if info.user_code and info.builder is None else info.framework
         self.data = data.for_trial(
-            hparams, trial=self.trial_index, cpus=self.cpus, device=device, framework=framework
+            hparams,
+            trial=self.trial_index,
+            cpus=self.cpus,
+            device=device,
+            framework=settings.info.batch_framework,
         )
         self.extra_metrics = settings.extra_metrics_for(data.spec)
         self.trainable = settings.info.instantiate()

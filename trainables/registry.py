@@ -111,6 +111,18 @@ class TrainableInfo:
         return implementation(build=self._load(self.builder))
 
     @property
+    def batch_framework(self) -> str:
+        """The framework whose batches the entry's trials take: ``custom`` for numpy ones.
+
+        Only the bundled trainables (built-in models or the user's model builder) take batches
+        as their framework's tensors on the trial's device; the user's own class and training
+        function get numpy batches, whatever they declare.
+        """
+        if self.own_loop or (self.user_code and self.builder is None):
+            return "custom"
+        return self.framework
+
+    @property
     def can_export(self) -> bool:
         """Whether the best model of a sweep can be logged and registered in MLflow."""
         return self.exporter is not None and self.mlflow_flavor is not None

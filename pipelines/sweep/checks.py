@@ -327,11 +327,8 @@ def check_augment_device(config: ExperimentConfig, info: TrainableInfo) -> None:
     config alone already tells a sweep whose trials have no GPU, or whose trainable is not the
     torch one (the only trainable that takes batches as tensors on its device).
     """
-    framework = "custom" if info.user_code and info.builder is None else info.framework
-    if info.own_loop:
-        framework = "custom"  # a training function gets numpy batches
     device = "cuda" if config.resources.gpu > 0 else "cpu"
-    augments_on_device(config.data.augment_device, device, framework)
+    augments_on_device(config.data.augment_device, device, info.batch_framework)
 
 
 def check_workers(config: ExperimentConfig, info: TrainableInfo) -> None:
@@ -343,11 +340,37 @@ def check_workers(config: ExperimentConfig, info: TrainableInfo) -> None:
     """
     if config.resources.workers <= 1:
         return
-    if info.framework != "torch" or info.own_loop or (info.user_code and info.builder is None):
+    if info.batch_framework != "torch":
         raise ConfigError(
             f"data-parallel trials (resources.workers: {config.resources.workers}) need the "
             f"torch trainable or a torch model builder, not the {info.framework} "
             f"{'training function' if info.own_loop else 'trainable'}",
             key="resources.workers",
             fix="set resources.workers: 1, or tune a torch model",
+        )
+
+
+def check_node_labels(config: ExperimentConfig) -> None:
+    """Refuse a malformed label selector, and one on data-parallel trials (not yet supported).
+
+    Ray checks a selector only when a trial's placement group is created, long after the sweep
+    started; its own rules are applied here instead.
+    """
+    labels = config.resources.node_labels
+    if not labels:
+        return
+    from ray._private.label_utils import validate_label_selector
+
+    problem = validate_label_selector(dict(labels))
+    if problem:
+        raise ConfigError(
+            f"resources.node_labels is not a Ray label selector: {problem}",
+            key="resources.node_labels",
+            fix='use {key: value}, {key: "!value"}, {key: "in(a, b)"} or {key: "!in(a, b)"}',
+        )
+    if config.resources.workers > 1:
+        raise ConfigError(
+            "resources.node_labels does not reach the workers of data-parallel trials yet",
+            key="resources.node_labels",
+            fix="drop resources.node_labels, or set resources.workers: 1",
         )

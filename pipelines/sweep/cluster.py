@@ -65,6 +65,7 @@ def check_resources(resources: ResourcesConfig) -> None:
     nodes = _alive_nodes()
     if any(_fits(node.get("Resources", {}), resources) for node in nodes):
         _check_worker_group(nodes, resources)
+        _check_node_labels(nodes, resources)
         return
     types = autoscaler_node_types()
     startable = [name for name, have in types if _fits(have, resources)]
@@ -147,6 +148,45 @@ def _alive_nodes() -> list[dict[str, Any]]:
 
 def _fits(have: dict[str, Any], resources: ResourcesConfig) -> bool:
     return bool(have.get("CPU", 0) >= resources.cpu and have.get("GPU", 0) >= resources.gpu)
+
+
+def _check_node_labels(nodes: list[dict[str, Any]], resources: ResourcesConfig) -> None:
+    """Refuse a label selector no node that fits a trial matches (it would wait forever).
+
+    An autoscaler may start a labelled node later: then it is a wait, said once.
+    """
+    wanted = resources.node_labels
+    if not wanted:
+        return
+    hosts = [node for node in nodes if _fits(node.get("Resources", {}), resources)]
+    if any(matches_labels(node.get("Labels", {}), wanted) for node in hosts):
+        return
+    shown = ", ".join(f"{key}={value}" for key, value in wanted.items())
+    if autoscaler_node_types():
+        logger.warning("no node labelled %s can host a trial yet: the sweep waits for one", shown)
+        return
+    raise ConfigError(
+        f"no node that can host a trial is labelled {shown} ({len(nodes)} nodes alive)",
+        key="resources.node_labels",
+        fix='label the nodes (`ray start --labels=\'{"pool": "cpu"}\'`) or change the selector',
+    )
+
+
+def matches_labels(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    """Whether a node's labels satisfy a Ray selector: ``v``, ``!v``, ``in(a, b)``, ``!in(a, b)``.
+
+    A negated term also matches a node without the key, as Ray's scheduler reads it.
+    """
+    for key, term in selector.items():
+        negated = term.startswith("!")
+        term = term.removeprefix("!")
+        if term.startswith("in(") and term.endswith(")"):
+            values = {value.strip() for value in term[3:-1].split(",")}
+        else:
+            values = {term}
+        if (labels.get(key) in values) == negated:
+            return False
+    return True
 
 
 def train_placement_groups(grid: Any) -> set[str]:

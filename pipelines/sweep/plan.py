@@ -150,6 +150,7 @@ def _plan(config: ExperimentConfig, target: Any, search_paths: Sequence[Path] | 
     checks.check_precision(config, space)
     checks.check_augment_device(config, info)
     checks.check_workers(config, info)
+    checks.check_node_labels(config)
     check_storage(config.storage)
 
     searcher_name, scheduler_name = checks.strategy_names(config)

@@ -66,15 +66,26 @@ def build_trainable(plan: SweepPlan, data: BatchSource) -> Any:
     return tune.with_resources(tune.with_parameters(function, data=data), trial_request(plan))
 
 
-def trial_request(plan: SweepPlan) -> dict[str, float]:
+def trial_request(plan: SweepPlan) -> Any:
     """Return what Tune reserves for one trial.
 
     A data-parallel trial is a thin driver (its Ray Train workers reserve their own CPUs and
-    GPUs); it asks for a sliver of a CPU because Ray refuses a request of zero.
+    GPUs); it asks for a sliver of a CPU because Ray refuses a request of zero. With
+    ``resources.node_labels`` the trial's placement group carries them as its label selector
+    (Tune passes the factory's keyword arguments to ``placement_group()``).
     """
+    from ray import tune
+
     resources = plan.config.resources
     if resources.workers > 1:
         return {"cpu": DRIVER_CPU}
+    if resources.node_labels:
+        bundle = {"CPU": resources.cpu}
+        if resources.gpu:
+            bundle["GPU"] = resources.gpu
+        return tune.PlacementGroupFactory(
+            [bundle], bundle_label_selector=[dict(resources.node_labels)]
+        )
     return {"cpu": resources.cpu, "gpu": resources.gpu}
 
 

@@ -133,3 +133,55 @@ def test_the_users_module_reaches_every_node_through_the_runtime_environment(
     assert outcome["search_path"] is None  # no path from the driver's machine reaches a trial
     assert outcome["errors"] == [] and outcome["completed"] == 4
     assert len(outcome["trial_nodes"]) == 2  # both nodes imported the module
+
+
+#: A head that runs no work, a CPU node labelled as such and a GPU node (a declared GPU: Ray
+#: schedules by the resources and labels a node declares, and reads only those).
+MIXED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
+    cpu_node = cluster.add_node(num_cpus=2, labels={"pool": "cpu"})
+    gpu_node = cluster.add_node(num_cpus=2, num_gpus=1)
+    cluster.wait_for_nodes()
+    try:
+        from pipelines import run_sweep
+        from pipelines.config import load_config
+
+        config = load_config(sys.argv[1], {"search.num_samples": 4, "trainable.params.epochs": 2,
+                                           "search.max_concurrent": 2,
+                                           "resources.node_labels": {"pool": "cpu"}})
+        summary = run_sweep(config, address=cluster.address, progress=False)
+        print("RESULT " + json.dumps({
+            "trial_nodes": sorted({r.metrics["node_id"] for r in summary.results}),
+            "cpu_node": cpu_node.node_id, "gpu_node": gpu_node.node_id,
+            "completed": summary.end_reasons["completed"],
+        }))
+    finally:
+        cluster.shutdown()
+    """
+)
+
+
+@pytest.mark.slow  # a three-node cluster of its own: about a minute
+def test_cpu_only_trials_stay_off_the_gpu_node_through_node_labels() -> None:
+    """Ray packs trials' placement groups onto a GPU node as readily as onto a CPU one (its
+    avoid-GPU-nodes preference covers plain tasks only; without the selector this very sweep put
+    trials on the GPU node). ``resources.node_labels`` keeps them on the labelled CPU node,
+    which two trials at a time fill exactly."""
+    completed = subprocess.run(
+        [sys.executable, "-c", MIXED_SCRIPT, str(CONFIGS / "digits_mlp_random.yaml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and lines, completed.stdout[-3000:] + completed.stderr[-3000:]
+    outcome = json.loads(lines[-1].removeprefix("RESULT "))
+    assert outcome["completed"] == 4
+    assert outcome["trial_nodes"] == [outcome["cpu_node"]], outcome

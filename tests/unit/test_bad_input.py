@@ -118,6 +118,9 @@ def _write_case(tmp_path: Path, case: str) -> tuple[Path, str, str]:
         config["trainable"]["framework"] = "tensorflow"
         config["resources"] = {"workers": 2}
         expected_key = "resources.workers"
+    elif case == "node labels not a selector":
+        config["resources"] = {"node_labels": {"pool": "in()"}}
+        expected_key = "resources.node_labels"
     elif case == "searched precision unknown":
         space.write_text(GOOD_SPACE + "  precision: {type: categorical, values: [fp32, fp64]}\n")
         expected_file, expected_key = space.name, "precision"
@@ -151,6 +154,7 @@ CASES = [
     "searched precision unknown",
     "augmentation on a GPU without one",
     "data-parallel workers for keras",
+    "node labels not a selector",
 ]
 
 

@@ -6,7 +6,12 @@ import pytest
 
 from pipelines.config import ResourcesConfig
 from pipelines.errors import ConfigError
-from pipelines.sweep.cluster import DRIVER_CPU, _check_worker_group
+from pipelines.sweep.cluster import (
+    DRIVER_CPU,
+    _check_node_labels,
+    _check_worker_group,
+    matches_labels,
+)
 from pipelines.sweep.plan import plan_sweep
 from pipelines.sweep.tuner import max_concurrent_trials, trial_request
 from tests.support.configs import shrunk
@@ -46,3 +51,45 @@ def test_workers_that_together_exceed_the_cluster_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"2 workers need 2\.01 CPU") as caught:
         _check_worker_group(nodes, ResourcesConfig(cpu=1, workers=2))
     assert caught.value.key == "resources.workers"
+
+
+def test_node_labels_become_the_trials_placement_group_label_selector() -> None:
+    plan = _plan(resources={"cpu": 1, "gpu": 0.5, "node_labels": {"pool": "gpu-a"}})
+    request = trial_request(plan)
+    assert request.bundles == [{"CPU": 1, "GPU": 0.5}]
+    assert request._bound.kwargs["bundle_label_selector"] == [{"pool": "gpu-a"}]
+    with pytest.raises(ConfigError, match="data-parallel"):
+        _plan(resources={"workers": 2, "node_labels": {"pool": "cpu"}})
+
+
+@pytest.mark.parametrize(
+    ("labels", "selector", "expected"),
+    [
+        ({"pool": "cpu"}, {"pool": "cpu"}, True),
+        ({"pool": "gpu"}, {"pool": "cpu"}, False),
+        ({}, {"pool": "cpu"}, False),
+        ({"pool": "gpu"}, {"pool": "!gpu"}, False),
+        ({}, {"pool": "!gpu"}, True),  # a negated term matches a node without the key
+        ({"zone": "b"}, {"zone": "in(a, b)"}, True),
+        ({"zone": "c"}, {"zone": "!in(a, b)"}, True),
+        ({"zone": "a", "pool": "gpu"}, {"zone": "a", "pool": "cpu"}, False),
+    ],
+)
+def test_a_label_selector_matches_as_rays_scheduler_reads_it(
+    labels: dict[str, str], selector: dict[str, str], expected: bool
+) -> None:
+    assert matches_labels(labels, selector) is expected
+
+
+def test_a_selector_no_node_that_fits_matches_is_refused_on_a_fixed_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("pipelines.sweep.cluster.autoscaler_node_types", lambda: [])
+    nodes = [
+        {"Resources": {"CPU": 4.0}, "Labels": {"pool": "cpu"}},
+        {"Resources": {"CPU": 1.0}, "Labels": {"pool": "tiny"}},
+    ]
+    _check_node_labels(nodes, ResourcesConfig(cpu=2, node_labels={"pool": "cpu"}))
+    # The one node labelled tiny is too small for a trial: a sweep that waits forever.
+    with pytest.raises(ConfigError, match="no node that can host a trial is labelled pool=tiny"):
+        _check_node_labels(nodes, ResourcesConfig(cpu=2, node_labels={"pool": "tiny"}))
