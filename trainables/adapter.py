@@ -59,7 +59,7 @@ class TrialSettings:
         save_model: Saves a model a training function hands to ``ctx.log_model`` in MLflow's
             format (the pipeline provides it; trainables never import MLflow).
         workers: Data-parallel workers per trial (above 1: each trial is a Ray Train run, see
-            :mod:`trainables.torch_data_parallel`).
+            :mod:`trainables.data_parallel`).
         cpu_per_worker: CPUs each of those workers reserves.
         gpu_per_worker: GPUs each of those workers reserves.
         worker_failures: Times a trial's Train run restarts its workers after losing one.
@@ -97,7 +97,7 @@ def make_trial_function(
     Tune passes the trial's config as the first argument; the sweep's data is bound with
     ``tune.with_parameters`` so it travels through the object store once, not per trial.
     ``runner`` runs the trial (default: the epoch loop here, or the user's training function);
-    data-parallel trials pass theirs (:mod:`trainables.torch_data_parallel`).
+    data-parallel trials pass theirs (:mod:`trainables.data_parallel`).
     """
 
     def run_trial(config: dict[str, Any], data: BatchSource) -> None:

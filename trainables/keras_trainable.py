@@ -164,6 +164,7 @@ class KerasTrainable:
         self._eval_step: Any = None
         self._precision = PrecisionSettings()
         self._loss_scale: _LossScale | None = None
+        self._strategy: Any = None
 
     def setup(self, hparams: Mapping[str, Any], data: DataSpec, device: str) -> None:
         """Build the model, loss and optimiser from hyperparameters.
@@ -187,9 +188,13 @@ class KerasTrainable:
         check_device(self._precision, device, bf16_ok=_bf16_ok())
         if device.startswith("cuda") and not tf.config.list_physical_devices("GPU"):
             _log.warning("the trial was given a GPU but this TensorFlow sees none; using the CPU")
+        # A strategy's scope lives on TensorFlow's default graph, which clear_session resets:
+        # read it first. Its workers are fresh processes, with no earlier trial to clear.
+        self._strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
         # A reused trial actor builds a new model per trial: drop the previous graphs, and set
         # the dtype policy every trial (it is global, and the previous trial's may differ).
-        keras.backend.clear_session()
+        if self._strategy is None:
+            keras.backend.clear_session()
         keras.config.set_dtype_policy(_POLICIES[self._precision.precision])
         self._loss_scale = _LossScale() if self._precision.scales_loss else None
         keras.utils.set_random_seed(int(hparams.get("seed", DEFAULT_SEED)))
@@ -197,8 +202,50 @@ class KerasTrainable:
         self.model = _build(hparams, data, self._build)
         weights, others = split_weights(self.model)
         self.training = KerasTrainingOptimizer(hparams, weights, others)
+        self._check_replicas()
         self._train_step = self._compile_train_step(weights, l1, l2)
         self._eval_step = self._compile_eval_step()
+
+    @property
+    def replicas(self) -> int:
+        """How many replicas train in lock-step: above 1 when set up in a strategy's scope.
+
+        Set up inside a ``tf.distribute`` strategy's scope (a Ray Train worker's
+        MultiWorkerMirroredStrategy, one replica per worker) the model and optimiser are
+        mirrored, and each step's gradients are summed over the replicas by the Keras
+        optimiser: each replica's objective is divided by their number, so the step takes the
+        mean of the replicas' batch means (as DistributedDataParallel does).
+        """
+        return int(self._strategy.num_replicas_in_sync) if self._strategy is not None else 1
+
+    def _check_replicas(self) -> None:
+        """Refuse what cannot yet train in lock-step over several replicas."""
+        if self.replicas == 1:
+            return
+        from trainables.errors import HyperparameterError
+
+        assert self.training is not None
+        if self.training.settings.hyper_lr is not None:
+            raise HyperparameterError(
+                "hypergradient descent (hyper_lr) is not supported in data-parallel Keras "
+                "trials yet: its learning-rate state would differ on each replica"
+            )
+        if self._loss_scale is not None:
+            raise HyperparameterError(
+                "precision fp16 is not supported in data-parallel Keras trials yet (its loss "
+                "scale would differ on each replica); use bf16"
+            )
+        if self._precision.compile:
+            raise HyperparameterError(
+                "compile (XLA) is not supported in data-parallel Keras trials: XLA has no "
+                "collectives for CPU devices, and the GPU path is not verified yet"
+            )
+        if len(self._strategy.extended.worker_devices) != 1:
+            # Every replica would get this worker's whole batch (no split across local GPUs).
+            raise HyperparameterError(
+                "data-parallel Keras trials train one replica per worker: give each worker "
+                "one GPU (resources.gpu: 1 or less per worker)"
+            )
 
     def _compile_train_step(self, weights: list[Any], l1: float, l2: float) -> Any:
         model, training, loss_fn = self.model, self.training, self._loss_fn
@@ -206,6 +253,7 @@ class KerasTrainable:
         variables = training.variables
         shape = tuple(self._spec.input_shape)
         scaling = self._loss_scale
+        replicas = self.replicas
 
         def step(x: Any, y: Any) -> Any:
             x = tf.reshape(x, (-1, *shape))
@@ -216,6 +264,8 @@ class KerasTrainable:
                 objective = loss if penalty is None else loss + penalty
                 if scaling is not None:
                     objective = objective * scaling.scale
+                if replicas > 1:
+                    objective = objective / replicas  # the optimiser sums the replicas' grads
             grads = tape.gradient(objective, variables)
             if scaling is None:
                 training.apply(grads)
@@ -226,7 +276,15 @@ class KerasTrainable:
                 scaling.update(finite)
             return loss * tf.cast(tf.shape(y)[0], loss.dtype)
 
-        return tf.function(step, reduce_retracing=True, jit_compile=self._precision.compile)
+        if replicas == 1:
+            return tf.function(step, reduce_retracing=True, jit_compile=self._precision.compile)
+        strategy = self._strategy
+
+        def replicated(x: Any, y: Any) -> Any:
+            # This worker's one replica trains on this worker's batch.
+            return strategy.experimental_local_results(strategy.run(step, args=(x, y)))[0]
+
+        return tf.function(replicated, reduce_retracing=True)
 
     def _compile_eval_step(self) -> Any:
         model, loss_fn = self.model, self._loss_fn

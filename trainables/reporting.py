@@ -7,7 +7,7 @@ It also has an offline mode (:func:`offline`): the same trial code then runs out
 reports collected in a list. ``tunepipe replay`` re-trains a recorded trial this way.
 
 And a Ray Train worker mode (:func:`train_worker`) for data-parallel trials
-(:mod:`trainables.torch_data_parallel`): the same epoch loop runs in every worker of a Train run
+(:mod:`trainables.data_parallel`): the same epoch loop runs in every worker of a Train run
 and reports through ``ray.train``, rank 0 alone writing checkpoints; the trial's driver relays what
 Train registered to Tune (:func:`relay`).
 """

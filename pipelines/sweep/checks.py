@@ -334,19 +334,41 @@ def check_augment_device(config: ExperimentConfig, info: TrainableInfo) -> None:
 def check_workers(config: ExperimentConfig, info: TrainableInfo) -> None:
     """Refuse data-parallel trials (``resources.workers`` > 1) for what cannot run them.
 
-    They wrap the torch trainable's model in DistributedDataParallel: the bundled torch models
-    and a user's torch model builder qualify; Keras, scikit-learn, a training function and a
-    user's own trainable class do not (yet).
+    The bundled torch and Keras trainables run them (built-in models or the user's model
+    builder): DistributedDataParallel, MultiWorkerMirroredStrategy. Scikit-learn, a training
+    function and a user's own trainable class do not (yet); nor do the Keras settings whose
+    state would differ on each replica (fixed here; searched ones fail their trial at once).
     """
-    if config.resources.workers <= 1:
+    workers = config.resources.workers
+    if workers <= 1:
         return
-    if info.batch_framework != "torch":
+    if info.batch_framework not in ("torch", "tensorflow"):
         raise ConfigError(
-            f"data-parallel trials (resources.workers: {config.resources.workers}) need the "
-            f"torch trainable or a torch model builder, not the {info.framework} "
+            f"data-parallel trials (resources.workers: {workers}) need the torch or Keras "
+            f"trainable or a model builder, not the {info.framework} "
             f"{'training function' if info.own_loop else 'trainable'}",
             key="resources.workers",
-            fix="set resources.workers: 1, or tune a torch model",
+            fix="set resources.workers: 1, or tune a torch or Keras model",
+        )
+    if info.batch_framework != "tensorflow":
+        return
+    params = config.trainable.params
+    refused = {
+        "hyper_lr": "hypergradient descent",
+        "compile": "compile (XLA)",
+    }
+    for key, what in refused.items():
+        if params.get(key) not in (None, False):
+            raise ConfigError(
+                f"{what} is not supported in data-parallel Keras trials yet",
+                key=f"trainable.params.{key}",
+                fix=f"drop trainable.params.{key}, or set resources.workers: 1",
+            )
+    if params.get("precision") == "fp16":
+        raise ConfigError(
+            "precision fp16 is not supported in data-parallel Keras trials yet",
+            key="trainable.params.precision",
+            fix="use precision: bf16, or set resources.workers: 1",
         )
 
 

@@ -57,8 +57,11 @@ def build_trainable(plan: SweepPlan, data: BatchSource) -> Any:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     settings = trial_settings(plan)
     if settings.workers > 1:
-        # Imported only here: it loads Ray Train and torch.distributed.
-        from trainables.torch_data_parallel import data_parallel_trial_function
+        # Imported only here: they load Ray Train and the framework's distributed runtime.
+        if settings.info.framework == "tensorflow":
+            from trainables.keras_data_parallel import data_parallel_trial_function
+        else:
+            from trainables.torch_data_parallel import data_parallel_trial_function
 
         function = data_parallel_trial_function(settings)
     else:

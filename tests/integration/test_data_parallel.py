@@ -26,7 +26,7 @@ import pytest
 
 from tests.support.trainables import BATCH_SIZE, Split, digits_split
 from trainables.checkpoint_manifest import damage
-from trainables.torch_data_parallel import WORKERS, shard_batches
+from trainables.data_parallel import WORKERS, shard_batches
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -47,8 +47,9 @@ def test_two_worker_trials_report_once_per_epoch_checkpoint_and_resume(tmp_path:
 
     from trainables import reporting
     from trainables.adapter import TrialSettings
+    from trainables.data_parallel import run_data_parallel_trial
     from trainables.registry import get_trainable_info
-    from trainables.torch_data_parallel import run_data_parallel_trial
+    from trainables.torch_data_parallel import torch_trainer
     from trainables.torch_trainable import TorchTrainable
 
     log = tmp_path / "faults.log"
@@ -87,7 +88,13 @@ def test_two_worker_trials_report_once_per_epoch_checkpoint_and_resume(tmp_path:
         os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
         reporting.remove_leftovers()
         run_data_parallel_trial(
-            settings, dict(config), data, workers=2, cpu_per_worker=0.45, max_failures=1
+            settings,
+            dict(config),
+            data,
+            workers=2,
+            cpu_per_worker=0.45,
+            max_failures=1,
+            trainer=torch_trainer,
         )
 
     data = _array_source(digits_split())
@@ -188,21 +195,10 @@ def test_a_sweep_of_two_worker_trials_is_tracked_once_per_trial(tmp_path: Path) 
     from mlflow.tracking import MlflowClient
 
     from pipelines import run_sweep
-    from tests.support.configs import shrunk
     from tests.support.reconcile import reconcile
 
-    config = shrunk(
-        "digits_mlp_random.yaml",
-        **{
-            "search.num_samples": 4,
-            "trainable.params.epochs": 2,
-            "scheduler": {"name": "asha", "options": {"grace_period": 1, "reduction_factor": 2}},
-            "resources": {"cpu": 0.45, "workers": 2},
-            "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "storage.path": str(tmp_path / "ray_results"),
-            "data.cache": False,
-        },
-    )
+    asha = {"name": "asha", "options": {"grace_period": 1, "reduction_factor": 2}}
+    config = _two_worker_sweep(tmp_path, **{"search.num_samples": 4, "scheduler": asha})
     summary = run_sweep(config, progress=False)
 
     # One child run per trial (not per worker), every epoch once, a checkpoint per trial from
@@ -229,3 +225,42 @@ def test_a_sweep_of_two_worker_trials_is_tracked_once_per_trial(tmp_path: Path) 
     # Trials ASHA stopped aborted their Train runs, and the sweep removed the groups of the runs
     # that died with their trial's actor: no worker group holds resources.
     assert _placement_groups_removed(ray, wait_s=10)
+
+
+@pytest.mark.slow  # two Keras trials of two TensorFlow workers each: about 1.5 min
+def test_a_sweep_of_two_worker_keras_trials_trains_in_lock_step(tmp_path: Path) -> None:
+    """``resources.workers: 2`` for Keras: MultiWorkerMirroredStrategy in a TensorflowTrainer."""
+    from pipelines import run_sweep
+    from tests.support.reconcile import reconcile
+
+    config = _two_worker_sweep(
+        tmp_path, **{"search.num_samples": 2, "trainable.framework": "tensorflow"}
+    )
+    summary = run_sweep(config, progress=False)
+
+    # The workers' weights agreed after every epoch (a trial fails otherwise), each trial is
+    # one child run with every epoch once and a kept checkpoint, the best model registered.
+    reconcile(summary.mlflow_tracking_uri, config.experiment_name, epochs=2).assert_whole(2)
+    for result in summary.results:
+        assert result.error is None
+        assert list(result.metrics_dataframe["epoch"]) == [1, 2]
+        assert set(result.metrics_dataframe[WORKERS]) == {2}
+    assert summary.metric == "val_loss" and summary.best_metric < 0.5  # it learned
+    assert summary.model_version == "1"
+
+
+def _two_worker_sweep(tmp_path: Path, **overrides: Any) -> Any:
+    """The digits MLP sweep shrunk to two epochs of trials of two workers, under ``tmp_path``."""
+    from tests.support.configs import shrunk
+
+    return shrunk(
+        "digits_mlp_random.yaml",
+        **{
+            "trainable.params.epochs": 2,
+            "resources": {"cpu": 0.45, "workers": 2},
+            "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "storage.path": str(tmp_path / "ray_results"),
+            "data.cache": False,
+            **overrides,
+        },
+    )

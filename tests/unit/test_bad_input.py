@@ -114,10 +114,11 @@ def _write_case(tmp_path: Path, case: str) -> tuple[Path, str, str]:
     elif case == "augmentation on a GPU without one":
         config["data"]["augment_device"] = "gpu"
         expected_key = "data.augment_device"
-    elif case == "data-parallel workers for keras":
+    elif case == "data-parallel keras with hypergradient":
         config["trainable"]["framework"] = "tensorflow"
+        config["trainable"]["params"]["hyper_lr"] = 0.001
         config["resources"] = {"workers": 2}
-        expected_key = "resources.workers"
+        expected_key = "trainable.params.hyper_lr"
     elif case == "node labels not a selector":
         config["resources"] = {"node_labels": {"pool": "in()"}}
         expected_key = "resources.node_labels"
@@ -153,7 +154,7 @@ CASES = [
     "fp16 without a GPU",
     "searched precision unknown",
     "augmentation on a GPU without one",
-    "data-parallel workers for keras",
+    "data-parallel keras with hypergradient",
     "node labels not a selector",
 ]
 

@@ -93,3 +93,15 @@ def test_a_selector_no_node_that_fits_matches_is_refused_on_a_fixed_cluster(
     # The one node labelled tiny is too small for a trial: a sweep that waits forever.
     with pytest.raises(ConfigError, match="no node that can host a trial is labelled pool=tiny"):
         _check_node_labels(nodes, ResourcesConfig(cpu=2, node_labels={"pool": "tiny"}))
+
+
+def test_data_parallel_trials_are_refused_for_what_cannot_run_them() -> None:
+    keras = {"trainable.framework": "tensorflow", "resources.workers": 2}
+    plan_sweep(shrunk("digits_mlp_random.yaml", **keras))  # Keras trials run data-parallel
+    with pytest.raises(ConfigError, match="need the torch or Keras") as caught:
+        plan_sweep(shrunk("digits_random_forest.yaml", **{"resources.workers": 2}))
+    assert caught.value.key == "resources.workers"
+    fp16 = {**keras, "resources.gpu": 1, "trainable.params.precision": "fp16"}
+    with pytest.raises(ConfigError, match="fp16 is not supported in data-parallel") as caught:
+        plan_sweep(shrunk("digits_mlp_random.yaml", **fp16))
+    assert caught.value.key == "trainable.params.precision"
