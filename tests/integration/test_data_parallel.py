@@ -27,6 +27,7 @@ import pytest
 from tests.support.trainables import BATCH_SIZE, Split, digits_split
 from trainables.checkpoint_manifest import damage
 from trainables.data_parallel import WORKERS, shard_batches
+from trainables.results import EARLY_STOPPED
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -233,8 +234,15 @@ def test_a_sweep_of_two_worker_keras_trials_trains_in_lock_step(tmp_path: Path) 
     from pipelines import run_sweep
     from tests.support.reconcile import reconcile
 
+    # Early stopping that always ends at epoch 2 and restores epoch 1's weights: the workers
+    # save and load the mirrored model in the strategy's scope (what a retry's restore does).
+    stop_at_2 = {
+        "trainable.params.early_stopping_patience": 1,
+        "trainable.params.early_stopping_min_delta": 100.0,
+        "trainable.params.early_stopping_restore_best": True,
+    }
     config = _two_worker_sweep(
-        tmp_path, **{"search.num_samples": 2, "trainable.framework": "tensorflow"}
+        tmp_path, **{"search.num_samples": 2, "trainable.framework": "tensorflow", **stop_at_2}
     )
     summary = run_sweep(config, progress=False)
 
@@ -243,9 +251,13 @@ def test_a_sweep_of_two_worker_keras_trials_trains_in_lock_step(tmp_path: Path) 
     reconcile(summary.mlflow_tracking_uri, config.experiment_name, epochs=2).assert_whole(2)
     for result in summary.results:
         assert result.error is None
-        assert list(result.metrics_dataframe["epoch"]) == [1, 2]
-        assert set(result.metrics_dataframe[WORKERS]) == {2}
-    assert summary.metric == "val_loss" and summary.best_metric < 0.5  # it learned
+        history = result.metrics_dataframe
+        assert list(history["epoch"]) == [1, 2]
+        assert set(history[WORKERS]) == {2}
+        assert result.metrics[EARLY_STOPPED] == 1
+        # The last report describes the restored epoch-1 weights, evaluated again.
+        assert result.metrics["val_loss"] == pytest.approx(history["val_loss"].iloc[0], rel=1e-5)
+    assert summary.metric == "val_loss" and summary.best_metric < 0.8  # it learned
     assert summary.model_version == "1"
 
 
