@@ -276,3 +276,42 @@ def _two_worker_sweep(tmp_path: Path, **overrides: Any) -> Any:
             **overrides,
         },
     )
+
+
+@pytest.mark.slow  # PBT over two trials of two workers, each exploit a new Train run: ~2.5 min
+def test_pbt_exploits_and_explores_data_parallel_trials(tmp_path: Path) -> None:
+    """PBT acts per trial: a trial restarts from another's rank-0 checkpoint with a new lr."""
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import run_sweep
+
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  lr: {type: loguniform, low: 1.0e-3, high: 3.0e-2}\n")
+    # Two trials at once on 2 CPUs: a quantile of 0.5 makes one exploit the other each epoch.
+    pbt = {"name": "pbt", "options": {"perturbation_interval": 1, "quantile_fraction": 0.5,
+                                      "mutate": ["lr"]}}  # fmt: skip
+    config = _two_worker_sweep(
+        tmp_path,
+        **{
+            "search.num_samples": 2,
+            "scheduler": pbt,
+            "trainable.search_space": str(space),
+            "trainable.params.optimizer": "sgd",
+            "trainable.params.batch_size": 64,
+            "trainable.params.epochs": 3,
+        },
+    )
+    summary = run_sweep(config, progress=False)
+
+    results = list(summary.results)
+    assert len(results) == 2 and not [r for r in results if r.error is not None]
+    assert max(int(r.metrics["epoch"]) for r in results) == 3
+    assert {r.metrics[WORKERS] for r in results} == {2}
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    children = client.search_runs([summary.mlflow_experiment_id], "tags.`tunepipe.kind` = 'trial'")
+    assert len(children) == 2  # one child run per trial, exploits included
+    lrs = [{m.value for m in client.get_metric_history(c.info.run_id, "lr")} for c in children]
+    assert any(len(values) > 1 for values in lrs), "PBT never perturbed a learning rate"
+    # Every exploit stopped a Train run: none holds its workers' resources now.
+    assert _placement_groups_removed(ray, wait_s=10)
