@@ -114,9 +114,8 @@ def _write_checkpoint(folder: Path, epoch: int) -> None:
     write_manifest(folder)
 
 
-def test_resume_fills_in_a_checkpoint_tune_deleted_after_its_last_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _failed_first_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int) -> Any:
+    """Run ``_counting_trial`` under Tune directly, keeping ``keep`` checkpoints; its result."""
     # Tune driven directly (not through tunepipe) would keep its SIGINT handler installed.
     monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
     tuner = tune.Tuner(
@@ -124,11 +123,18 @@ def test_resume_fills_in_a_checkpoint_tune_deleted_after_its_last_snapshot(
         run_config=tune.RunConfig(
             name="race",
             storage_path=str(tmp_path),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
             verbose=0,
         ),
     )
     (failed,) = list(tuner.fit())
+    return failed
+
+
+def test_resume_fills_in_a_checkpoint_tune_deleted_after_its_last_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = _failed_first_run(tmp_path, monkeypatch, keep=3)
     assert failed.error is not None
     trial_folder = Path(failed.path)
     named = trial_folder / "checkpoint_000001"  # epoch 2: the snapshot's latest
@@ -155,17 +161,7 @@ def test_resume_fills_in_a_checkpoint_tune_deleted_after_its_last_snapshot(
 def test_resume_forgets_kept_checkpoints_tune_deleted_after_its_last_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    tuner = tune.Tuner(
-        _counting_trial,
-        run_config=tune.RunConfig(
-            name="race",
-            storage_path=str(tmp_path),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=0,
-        ),
-    )
-    (failed,) = list(tuner.fit())
+    failed = _failed_first_run(tmp_path, monkeypatch, keep=2)
     trial_folder = Path(failed.path)
     # The snapshot keeps epochs 1 and 2; a killed driver had registered a newer one and deleted
     # epoch 1's. The resumed trial's next checkpoint makes Tune delete epoch 1's again.

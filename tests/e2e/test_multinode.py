@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,16 +46,7 @@ SCRIPT = CLUSTER + textwrap.dedent(
 
 @pytest.mark.slow  # starts a two-node Ray cluster of its own: about a minute on 2 CPUs
 def test_trials_run_on_both_nodes_of_a_two_node_cluster() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(CONFIGS / "digits_mlp_random.yaml")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stdout[-3000:] + completed.stderr[-3000:]
-    outcome = json.loads(lines[-1].removeprefix("RESULT "))
+    outcome = _run_on_cluster(SCRIPT, str(CONFIGS / "digits_mlp_random.yaml"))
     assert outcome["trials"] == 4
     assert len(outcome["cluster_nodes"]) == 2
     assert outcome["trial_nodes"] == outcome["cluster_nodes"]
@@ -120,16 +112,7 @@ def test_the_users_module_reaches_every_node_through_the_runtime_environment(
             """
         )
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", RUNTIME_SCRIPT, str(project / "experiment.yaml")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stdout[-3000:] + completed.stderr[-3000:]
-    outcome = json.loads(lines[-1].removeprefix("RESULT "))
+    outcome = _run_on_cluster(RUNTIME_SCRIPT, str(project / "experiment.yaml"))
     assert outcome["search_path"] is None  # no path from the driver's machine reaches a trial
     assert outcome["errors"] == [] and outcome["completed"] == 4
     assert len(outcome["trial_nodes"]) == 2  # both nodes imported the module
@@ -173,8 +156,15 @@ def test_cpu_only_trials_stay_off_the_gpu_node_through_node_labels() -> None:
     avoid-GPU-nodes preference covers plain tasks only; without the selector this very sweep put
     trials on the GPU node). ``resources.node_labels`` keeps them on the labelled CPU node,
     which two trials at a time fill exactly."""
+    outcome = _run_on_cluster(MIXED_SCRIPT, str(CONFIGS / "digits_mlp_random.yaml"))
+    assert outcome["completed"] == 4
+    assert outcome["trial_nodes"] == [outcome["cpu_node"]], outcome
+
+
+def _run_on_cluster(script: str, config: str) -> dict[str, Any]:
+    """Run ``script`` (which starts its own cluster) on ``config``; return its RESULT line."""
     completed = subprocess.run(
-        [sys.executable, "-c", MIXED_SCRIPT, str(CONFIGS / "digits_mlp_random.yaml")],
+        [sys.executable, "-c", script, config],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -182,6 +172,5 @@ def test_cpu_only_trials_stay_off_the_gpu_node_through_node_labels() -> None:
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert completed.returncode == 0 and lines, completed.stdout[-3000:] + completed.stderr[-3000:]
-    outcome = json.loads(lines[-1].removeprefix("RESULT "))
-    assert outcome["completed"] == 4
-    assert outcome["trial_nodes"] == [outcome["cpu_node"]], outcome
+    outcome: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return outcome
