@@ -16,6 +16,12 @@ the augmentation is part of that trial's work. Tasks that asked for a CPU of the
 forever when trials occupy every CPU of the cluster (the classic Tune + Ray Data deadlock); with
 zero logical CPUs and a concurrency capped at the trial's CPU count they use the trial's share
 instead, so a full cluster never starves its own input pipeline.
+
+Why they are pinned to the trial's node: Ray Data schedules tasks with small inputs "SPREAD",
+which escapes the trial's placement group, and a zero-CPU task fits every node. On a three-node
+cluster the tasks of CPU-only trials ran on the GPU node and on the head that had no CPUs at
+all (tests/e2e/test_multinode.py). Pinned, they spend the CPUs the trial reserved and nobody
+else's, and the augmented blocks never cross the network.
 """
 
 from __future__ import annotations
@@ -183,6 +189,7 @@ class SweepData:
             batch_size=None,  # one block per call: the fewest tasks per epoch
             zero_copy_batch=True,  # transform_batch never writes to its input
             num_cpus=0,  # use the trial's CPUs (see the module docstring)
+            scheduling_strategy=on_this_node(),
             compute=ray.data.TaskPoolStrategy(size=max(1, min(cpus, self.train_blocks))),
         )
         blocks = dataset.iter_batches(
@@ -342,6 +349,18 @@ def _concat(pieces: list[Batch]) -> dict[str, np.ndarray]:
     if len(pieces) == 1:
         return dict(pieces[0])
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+
+
+def on_this_node() -> Any:
+    """Return a scheduling strategy that keeps tasks on this process's node.
+
+    Hard affinity: a task fails rather than run elsewhere, since the trial's node is the one
+    whose CPUs the trial holds.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _mix(seed: int, trial: int, epoch: int) -> int:

@@ -119,14 +119,15 @@ def test_the_users_module_reaches_every_node_through_the_runtime_environment(
 
 
 #: A head that runs no work, a CPU node labelled as such and a GPU node (a declared GPU: Ray
-#: schedules by the resources and labels a node declares, and reads only those).
+#: schedules by the resources and labels a node declares, and reads only those). The head runs
+#: the dashboard, whose state API says afterwards on which node every task ran.
 MIXED_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True}
     )
     cpu_node = cluster.add_node(num_cpus=2, labels={"pool": "cpu"})
     gpu_node = cluster.add_node(num_cpus=2, num_gpus=1)
@@ -139,8 +140,19 @@ MIXED_SCRIPT = textwrap.dedent(
                                            "search.max_concurrent": 2,
                                            "resources.node_labels": {"pool": "cpu"}})
         summary = run_sweep(config, address=cluster.address, progress=False)
+        import time
+        from ray.util.state import list_tasks
+
+        # The per-epoch augmentation: Ray Data's map tasks, submitted by each trial. Workers
+        # report task events about once a second, and a task whose executor has not reported
+        # yet has no node: those are left out.
+        time.sleep(3)
+        augment = [t.node_id for t in list_tasks(
+            address=cluster.address, filters=[("type", "=", "NORMAL_TASK")], limit=10_000,
+            raise_on_missing_output=False) if "MapBatches" in t.name and t.node_id]
         print("RESULT " + json.dumps({
             "trial_nodes": sorted({r.metrics["node_id"] for r in summary.results}),
+            "augment_nodes": sorted(set(augment)), "augment_tasks": len(augment),
             "cpu_node": cpu_node.node_id, "gpu_node": gpu_node.node_id,
             "completed": summary.end_reasons["completed"],
         }))
@@ -151,14 +163,23 @@ MIXED_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow  # a three-node cluster of its own: about a minute
-def test_cpu_only_trials_stay_off_the_gpu_node_through_node_labels() -> None:
+def test_cpu_only_trials_and_their_augmentation_stay_off_the_gpu_node() -> None:
     """Ray packs trials' placement groups onto a GPU node as readily as onto a CPU one (its
     avoid-GPU-nodes preference covers plain tasks only; without the selector this very sweep put
     trials on the GPU node). ``resources.node_labels`` keeps them on the labelled CPU node,
-    which two trials at a time fill exactly."""
+    which two trials at a time fill exactly.
+
+    Each trial's per-epoch augmentation follows it there: Ray Data spreads its small tasks over
+    every node, and zero-CPU tasks fit anywhere, so unpinned they ran on the GPU node and on the
+    CPU-less head. (The one-time preprocessing runs in the driver process, wherever the user
+    starts it: here on the head, where no trial can be placed.)"""
     outcome = _run_on_cluster(MIXED_SCRIPT, str(CONFIGS / "digits_mlp_random.yaml"))
     assert outcome["completed"] == 4
     assert outcome["trial_nodes"] == [outcome["cpu_node"]], outcome
+    # Four trials of two epochs submit at least eight; unpinned, a third of them each landed on
+    # the CPU node, so even half of them seen on it alone is no accident.
+    assert outcome["augment_tasks"] >= 4, outcome
+    assert outcome["augment_nodes"] == [outcome["cpu_node"]], outcome
 
 
 def _run_on_cluster(script: str, config: str) -> dict[str, Any]:
