@@ -1,0 +1,506 @@
+"""Parquet data read in pieces: the foundation of sweeps on data larger than memory.
+
+The unit of work is a :class:`Fragment`, one row group of one file. The driver lists the
+fragments once from the files' footers (no data read), fits the preprocessing in one pass that
+holds one row group at a time (:func:`fit_stream`), and every reader afterwards streams
+fragments (:func:`stream_fragments`): a Ray dataset whose items are fragments and whose
+``map_batches`` tasks read, split and encode them.
+
+Why fragments and not ``ray.data.read_parquet``: Ray Data's file listing step asks for a whole
+CPU, whatever the read is given, so a read started inside a trial that holds every CPU of its
+node waits forever (measured: a one-CPU Ray, an actor holding the CPU, ``read_parquet`` with
+``num_cpus=0`` never returned). Fragment tasks ask for zero CPUs and run on the reader's own
+node, on the CPUs the trial holds (see :mod:`pipelines.data.sweep_data`), and a fault names the
+file and the row group it is in.
+
+Split assignment needs no global view: a row goes to the validation split when a stable hash of
+its features (their float32 bytes) falls below ``data.val_fraction``. The same row lands in the
+same split on every machine, in every run and whatever the file order, and duplicated rows
+share a split, so a copy of a validation row never trains the model.
+
+The fingerprint reads no data either: each file's path, size and modification time (the ETag's
+stand-in on object stores, whose listing gives both), so a 100 GB folder is fingerprinted from
+its listing. A file rewritten with the same size within the same nanosecond goes unseen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipelines.errors import DataError
+
+#: Multipliers of the row hash (splitmix64's): every bit of every feature reaches every bit of
+#: the result, so fractions of rows, not of feature values, decide the split.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One row group of one Parquet file, the smallest piece a reader streams.
+
+    Attributes:
+        path: The file, as the filesystem names it (no scheme).
+        row_group: The row group's index in the file.
+        rows: Rows in the row group, from the footer.
+        first_row: Position of its first row in the whole listing (row ids are these
+            positions: stable while the files are).
+
+    """
+
+    path: str
+    row_group: int
+    rows: int
+    first_row: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The files of a Parquet source and their fragments, read from listings and footers.
+
+    Attributes:
+        source: ``data.path`` as given (a file, a folder or a URI).
+        files: ``(path, size, mtime_ns)`` of each file, sorted by path.
+        fragments: Every row group of every file, in file order.
+        columns: Column names of the first file's schema.
+
+    """
+
+    source: str
+    files: tuple[tuple[str, int, int], ...]
+    fragments: tuple[Fragment, ...]
+    columns: tuple[str, ...]
+
+    @property
+    def rows(self) -> int:
+        """Rows of the whole source."""
+        return sum(fragment.rows for fragment in self.fragments)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the whole source, as stored."""
+        return sum(size for _, size, _ in self.files)
+
+    def fingerprint(self) -> str:
+        """Return a hash of the listing: each file's path, size and modification time."""
+        payload = json.dumps([self.source, list(self.files)], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def filesystem_of(source: str) -> tuple[Any, str]:
+    """Return the pyarrow filesystem and path of a local path or a URI (``s3://...``)."""
+    import pyarrow.fs
+
+    if "://" in source:
+        return pyarrow.fs.FileSystem.from_uri(source)  # type: ignore[no-any-return]
+    return pyarrow.fs.LocalFileSystem(), source
+
+
+def list_fragments(source: str) -> Listing:
+    """List a Parquet file or folder (``*.parquet`` at any depth) and its row groups.
+
+    Raises:
+        DataError: If nothing is there, no file is Parquet, or a footer cannot be read.
+
+    """
+    import pyarrow as pa
+    import pyarrow.fs
+    import pyarrow.parquet as pq
+
+    fs, root = filesystem_of(source)
+    info = fs.get_file_info(root)
+    if info.type == pyarrow.fs.FileType.NotFound:
+        raise DataError(f"data not found: {source}", key="data.path", fix="point at Parquet data")
+    if info.type == pyarrow.fs.FileType.Directory:
+        found = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+        infos = [
+            f for f in found if f.type == pyarrow.fs.FileType.File and f.path.endswith(".parquet")
+        ]
+    else:
+        infos = [info]
+    if not infos:
+        raise DataError(f"{source} holds no .parquet files", key="data.path", fix="add data")
+    files, fragments, columns, first_row = [], [], (), 0
+    for file in sorted(infos, key=lambda f: f.path):
+        try:
+            with fs.open_input_file(file.path) as handle:
+                metadata = pq.ParquetFile(handle).metadata
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged(file.path, None, exc) from None
+        if not columns:
+            columns = tuple(metadata.schema.names)
+        files.append((file.path, int(file.size), int(file.mtime_ns or 0)))
+        for group in range(metadata.num_row_groups):
+            rows = metadata.row_group(group).num_rows
+            fragments.append(Fragment(file.path, group, rows, first_row))
+            first_row += rows
+    return Listing(source, tuple(files), tuple(fragments), columns)
+
+
+def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> Any:
+    """Read one fragment's ``columns`` as an Arrow table.
+
+    Raises:
+        DataError: Naming the file and row group, if they cannot be read, hold another number
+            of rows than the footer says, or lack a column.
+
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, _ = filesystem_of(source)
+    try:
+        with fs.open_input_file(fragment.path) as handle:
+            parquet = pq.ParquetFile(handle)
+            missing = [name for name in columns if name not in parquet.schema_arrow.names]
+            if missing:
+                raise DataError(
+                    f"{fragment.path} has no column {missing[0]!r}",
+                    key="data.label_column" if len(columns) == 1 else "data.feature_columns",
+                    fix="give every file the same columns",
+                )
+            table = parquet.read_row_group(fragment.row_group, columns=list(columns))
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(fragment.path, fragment.row_group, exc) from None
+    if table.num_rows != fragment.rows:
+        raise DataError(
+            f"{fragment.path}, row group {fragment.row_group}: read {table.num_rows} rows, "
+            f"the footer says {fragment.rows}",
+            key="data.path",
+            fix="restore an intact copy of the file",
+        )
+    return table
+
+
+def _damaged(path: str, row_group: int | None, exc: BaseException) -> DataError:
+    where = path if row_group is None else f"{path}, row group {row_group}"
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return DataError(
+        f"cannot read {where}: {detail}",
+        key="data.path",
+        fix="restore an intact copy of the file; no rows are skipped silently",
+    )
+
+
+def row_hash(x: np.ndarray) -> np.ndarray:
+    """Return a 64-bit hash of each row's float32 feature bytes (stable across machines)."""
+    words = np.ascontiguousarray(x, dtype="<f4").reshape(len(x), -1).view("<u4")
+    h = np.full(len(x), _GOLDEN, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in words.T:
+            h = _mix(h ^ column.astype(np.uint64))
+    return h
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (uint64 arithmetic wraps, as the algorithm wants)."""
+    h = h + _GOLDEN
+    h = (h ^ (h >> np.uint64(30))) * _MIX1
+    h = (h ^ (h >> np.uint64(27))) * _MIX2
+    mixed: np.ndarray = h ^ (h >> np.uint64(31))
+    return mixed
+
+
+def in_validation(hashes: np.ndarray, val_fraction: float) -> np.ndarray:
+    """Return which rows belong to the validation split (hash below the fraction)."""
+    unit = (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
+    return unit < val_fraction
+
+
+@dataclass
+class Moments:
+    """Count, mean and sum of squared deviations, merged batch by batch (Chan et al.)."""
+
+    count: int = 0
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def add(self, values: np.ndarray) -> None:
+        """Fold the rows of ``values`` (N, ...) in, per column."""
+        if len(values) == 0:
+            return
+        values = values.astype(np.float64)
+        n, mean = len(values), values.mean(axis=0)
+        m2 = ((values - mean) ** 2).sum(axis=0)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation, 1 where a column is constant."""
+        std = np.sqrt(self.m2 / max(1, self.count))
+        return np.where(std > 0, std, 1.0)
+
+
+@dataclass(frozen=True)
+class StreamFit:
+    """What one pass over a source learned: split sizes, statistics and labels.
+
+    Attributes:
+        listing: The source's files and fragments.
+        features: Feature columns, in model input order.
+        label: The label column.
+        task: ``"classification"`` or ``"regression"``.
+        classes: Sorted label values (classification), whose positions are the class ids.
+        mean: Per-feature mean of the training rows.
+        std: Per-feature standard deviation of the training rows (1 for constant ones).
+        target_mean: Mean of the training targets (regression; 0 otherwise).
+        target_std: Their standard deviation (regression; 1 otherwise).
+        num_train: Rows in the training split.
+        num_val: Rows in the validation split.
+        val_fraction: The fraction that assigned the splits.
+
+    """
+
+    listing: Listing
+    features: tuple[str, ...]
+    label: str
+    task: str
+    classes: tuple[Any, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    target_mean: float
+    target_std: float
+    num_train: int
+    num_val: int
+    val_fraction: float
+
+    def encode(self, table: Any, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
+        """Turn one fragment's table into the rows of ``split``: columns ``x``, ``y``, ``idx``.
+
+        Raises:
+            DataError: Naming the file, row group and row, for a missing or non-finite value
+                or a label the fitting pass never saw.
+
+        """
+        x, labels = _features_and_labels(table, self.features, self.label, fragment)
+        keep = in_validation(row_hash(x), self.val_fraction) == (split == "val")
+        rows = np.flatnonzero(keep)
+        x = ((x[rows] - self.mean) / self.std).astype(np.float32)
+        if self.task == "regression":
+            y = (labels[rows].astype(np.float64) - self.target_mean) / self.target_std
+            y = y.astype(np.float32)
+        else:
+            y = np.searchsorted(np.asarray(self.classes), labels[rows]).astype(np.int64)
+            known = np.asarray(self.classes)[np.minimum(y, len(self.classes) - 1)] == labels[rows]
+            if not known.all():
+                row = int(rows[np.flatnonzero(~known)[0]])
+                raise DataError(
+                    f"{fragment.path}, row group {fragment.row_group}, row {row + 1}: label "
+                    f"{labels[row]!r} was not there when the data was fitted",
+                    key="data.path",
+                    fix="the files changed during the sweep: start it again",
+                )
+        return {"x": x, "y": y, "idx": (fragment.first_row + rows).astype(np.int64)}
+
+
+def _features_and_labels(
+    table: Any, features: Sequence[str], label: str, fragment: Fragment
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return float32 features (N, F) and raw labels, refusing missing and non-finite values."""
+    where = f"{fragment.path}, row group {fragment.row_group}"
+    columns = []
+    for name in (*features, label):
+        column = table.column(name)
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(
+                f"{where}, row {row + 1}: missing value in column {name!r}",
+                key="data.path",
+                fix="fill or remove rows with missing values",
+            )
+        columns.append(np.asarray(column.to_numpy(zero_copy_only=False)))
+    *feature_values, labels = columns
+    for name, values in zip(features, feature_values, strict=True):
+        if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+            raise DataError(
+                f"column {name!r} of {fragment.path} is not numeric ({values.dtype})",
+                key="data.feature_columns",
+                fix="list only numeric columns",
+            )
+    x = np.stack([values.astype(np.float32) for values in feature_values], axis=1)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{where}, row {int(np.flatnonzero(bad)[0]) + 1}: a feature is NaN or infinite",
+            key="data.path",
+            fix="fix or remove that row",
+        )
+    return x, labels
+
+
+def fit_stream(
+    listing: Listing,
+    *,
+    label: str,
+    features: Sequence[str] | None = None,
+    task: str = "auto",
+    val_fraction: float = 0.2,
+) -> StreamFit:
+    """Fit the preprocessing in one pass holding one row group at a time (in this process).
+
+    Args:
+        listing: The source (see :func:`list_fragments`).
+        label: The label column.
+        features: Feature columns; every other column when None.
+        task: ``"classification"``, ``"regression"`` or ``"auto"`` (float labels with
+            fractional values are regression targets, as for in-memory data).
+        val_fraction: Share of rows, by row hash, in the validation split.
+
+    Raises:
+        DataError: For a missing column, a bad value or an empty split, naming where.
+
+    """
+    if label not in listing.columns:
+        raise DataError(
+            f"{listing.source} has no column {label!r} (columns: {', '.join(listing.columns)})",
+            key="data.label_column",
+            fix="name an existing column",
+        )
+    names = tuple(features or [name for name in listing.columns if name != label])
+    if not names:
+        raise DataError(
+            f"{listing.source} has no feature columns", key="data.feature_columns", fix="add some"
+        )
+    moments, targets = Moments(), Moments()
+    classes: np.ndarray | None = None
+    fractional, num_val, rows_read = False, 0, 0
+    for fragment in listing.fragments:
+        table = read_fragment(listing.source, fragment, (*names, label))
+        x, labels = _features_and_labels(table, names, label, fragment)
+        rows_read += len(x)
+        val = in_validation(row_hash(x), val_fraction)
+        num_val += int(val.sum())
+        moments.add(x[~val])
+        if np.issubdtype(labels.dtype, np.number):
+            targets.add(labels[~val].astype(np.float64))
+            floats = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels[:0]
+            fractional = fractional or bool(np.any(floats != np.round(floats)))
+        found = np.unique(labels)
+        classes = found if classes is None else np.union1d(classes, found)
+    if rows_read != listing.rows:  # rows in == rows out, by counting
+        raise DataError(
+            f"{listing.source}: read {rows_read} rows, the footers say {listing.rows}",
+            key="data.path",
+            fix="the files changed while they were read: start again",
+        )
+    chosen = task if task != "auto" else ("regression" if fractional else "classification")
+    num_train = rows_read - num_val
+    if num_train == 0 or num_val == 0:
+        raise DataError(
+            f"{listing.source}: the split left {num_train} training and {num_val} validation rows",
+            key="data.val_fraction",
+            fix="add rows, or choose a val_fraction that leaves rows in both splits",
+        )
+    regression = chosen == "regression"
+    return StreamFit(
+        listing=listing,
+        features=names,
+        label=label,
+        task=chosen,
+        classes=() if regression or classes is None else tuple(classes.tolist()),
+        mean=moments.mean,
+        std=moments.std,
+        target_mean=float(targets.mean) if regression else 0.0,
+        target_std=float(targets.std) if regression else 1.0,
+        num_train=num_train,
+        num_val=num_val,
+        val_fraction=val_fraction,
+    )
+
+
+def read_split(
+    batch: dict[str, np.ndarray], *, fit: StreamFit, split: str
+) -> dict[str, np.ndarray]:
+    """Map function of :func:`stream_fragments`: read the batch's fragments, keep ``split``."""
+    pieces = []
+    for path, group, rows, first in zip(
+        batch["path"], batch["row_group"], batch["rows"], batch["first_row"], strict=True
+    ):
+        fragment = Fragment(str(path), int(group), int(rows), int(first))
+        table = read_fragment(fit.listing.source, fragment, (*fit.features, fit.label))
+        pieces.append(fit.encode(table, fragment, split))
+    return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+
+
+def stream_fragments(
+    fit: StreamFit, split: str, *, order_seed: int | None = None, concurrency: int = 1
+) -> Any:
+    """Return a lazy Ray dataset of ``split``'s encoded rows (columns ``x``, ``y``, ``idx``).
+
+    One zero-CPU task per fragment, pinned to this process's node (see the module docstring),
+    at most ``concurrency`` at once; ``order_seed`` shuffles the fragment order.
+
+    """
+    import ray.data
+
+    from pipelines.data.sweep_data import on_this_node
+
+    fragments = list(fit.listing.fragments)
+    if order_seed is not None:
+        order = np.random.default_rng(order_seed).permutation(len(fragments))
+        fragments = [fragments[i] for i in order]
+    items = [
+        {"path": f.path, "row_group": f.row_group, "rows": f.rows, "first_row": f.first_row}
+        for f in fragments
+    ]
+    fragment_items: Any = ray.data.from_items(items, override_num_blocks=len(items))
+    return fragment_items.map_batches(
+        read_split,
+        fn_kwargs={"fit": fit, "split": split},
+        batch_format="numpy",
+        batch_size=1,  # one fragment per call: a bounded block each
+        num_cpus=0,
+        scheduling_strategy=on_this_node(),
+        compute=ray.data.TaskPoolStrategy(size=max(1, concurrency)),
+    )
+
+
+def iter_split(fit: StreamFit, split: str, *, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+    """Stream ``split``'s encoded rows in fragment order, in batches (for one reader).
+
+    Raises:
+        DataError: Naming the file and row group of a fault met on the way.
+
+    """
+    dataset = stream_fragments(fit, split)
+    yield from unwrapped(
+        dataset.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1)
+    )
+
+
+def unwrapped(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Pass ``batches`` on; re-raise a DataError a Ray Data task raised as a DataError.
+
+    Ray Data wraps what a task raises in a "UDF failed" error and keeps only its text, so the
+    error is rebuilt from its one line (``key: rule. Fix: fix``): the user reads which file is
+    damaged, not a task traceback.
+    """
+    try:
+        yield from batches
+    except Exception as exc:
+        found = _DATA_ERROR_LINE.search(str(exc))
+        if found is None:
+            raise
+        key, rule, fix = found.groups()
+        raise DataError(rule, key=key, fix=fix) from None
+
+
+#: How a DataError's line reads inside a Ray task's traceback text.
+_DATA_ERROR_LINE = re.compile(
+    r"^pipelines\.errors\.DataError: (?:(data\.[\w.]+): )?(.*?)\. Fix: (.*)$", re.MULTILINE
+)
