@@ -65,6 +65,9 @@ class DataConfig(_Section):
     # Where image augmentation runs: "gpu" on the trial's device (torch trainables given a GPU),
     # "cpu" in numpy as the batches are made, "auto" on the device when the trial has one.
     augment_device: Literal["auto", "cpu", "gpu"] = "auto"
+    # Stream Parquet from disk in row groups instead of holding the splits in Ray's object
+    # store: true, false, or unset to stream sources above pipelines.data.stream_sweep's size.
+    streaming: bool | None = None
 
 
 class TrainableConfig(_Section):

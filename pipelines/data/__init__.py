@@ -28,6 +28,14 @@ from pipelines.data.sources import (
     dataset_task,
     load_raw,
 )
+from pipelines.data.stream_sweep import (
+    check_streaming,
+    check_streaming_trainable,
+    prepare_stream,
+    streaming_sweep_data,
+    wants_streaming,
+)
+from pipelines.data.streaming import StreamFit
 from pipelines.data.sweep_data import (
     SweepData,
     configure_ray_data,
@@ -40,8 +48,11 @@ __all__ = [
     "DATASET_NAMES",
     "Prepared",
     "RawData",
+    "StreamFit",
     "SweepData",
     "check_data_source",
+    "check_streaming",
+    "check_streaming_trainable",
     "configure_ray_data",
     "data_modality",
     "dataset_task",
@@ -49,6 +60,7 @@ __all__ = [
     "materialise",
     "prepare_arrays",
     "prepare_data",
+    "prepare_source",
     "transform_batch",
 ]
 
@@ -90,6 +102,30 @@ def prepare_arrays(config: DataConfig) -> tuple[Prepared, bool]:
     return prepared, False
 
 
+def prepare_source(config: DataConfig) -> tuple[Prepared | StreamFit, bool]:
+    """Return the in-memory splits (:func:`prepare_arrays`) or, for streamed data, its fit.
+
+    Streamed data (:func:`~pipelines.data.stream_sweep.wants_streaming`) is fitted in one pass
+    that holds one row group at a time; nothing else is read before the trials.
+
+    Raises:
+        DataError: If the data is missing, empty or malformed, or rows went missing.
+
+    """
+    if not wants_streaming(config):
+        return prepare_arrays(config)
+    started = time.perf_counter()
+    fit = prepare_stream(config, dataset_task(config))
+    logger.info(
+        "data: streaming %s rows of %s (%d row groups), fitted in %.1f s",
+        f"{fit.listing.rows:,}",
+        config.path,
+        len(fit.listing.fragments),
+        time.perf_counter() - started,
+    )
+    return fit, False
+
+
 def prepare_data(config: DataConfig, cpus_per_trial: int = 1) -> SweepData:
     """Load, preprocess (or reuse the cache) and materialise the data once for a whole sweep.
 
@@ -97,7 +133,7 @@ def prepare_data(config: DataConfig, cpus_per_trial: int = 1) -> SweepData:
         DataError: If the data is missing, empty or malformed, or rows went missing.
 
     """
-    prepared, hit = prepare_arrays(config)
+    prepared, hit = prepare_source(config)
     return materialise(
         prepared,
         cache_hit=hit,
@@ -107,7 +143,7 @@ def prepare_data(config: DataConfig, cpus_per_trial: int = 1) -> SweepData:
 
 
 def materialise(
-    prepared: Prepared,
+    prepared: Prepared | StreamFit,
     *,
     cache_hit: bool,
     cpus_per_trial: int = 1,
@@ -117,13 +153,15 @@ def materialise(
 
     The training split is cut into blocks a trial's ``cpus_per_trial`` CPUs augment in parallel;
     ``augment_device`` (``data.augment_device``) says whether image transforms may run on a
-    trial's GPU instead.
+    trial's GPU instead. Streamed data stays where it is: trials read it themselves.
 
     Raises:
         DataError: If rows went missing on the way into Ray Data.
 
     """
     configure_ray_data()
+    if isinstance(prepared, StreamFit):
+        return streaming_sweep_data(prepared, augment_device)
     spec = prepared.spec()
     train = to_ray_dataset(prepared.x_train, prepared.y_train, parallelism=cpus_per_trial)
     val = to_ray_dataset(prepared.x_val, prepared.y_val)

@@ -212,6 +212,11 @@ def dataset_task(config: DataConfig) -> str:
         return "classification"
     if config.dataset == "npz":
         return _task_of(_npz_arrays(config)[1])
+    if config.dataset == "parquet":
+        from pipelines.data.stream_sweep import first_file_labels, wants_streaming
+
+        if wants_streaming(config):  # the label column of the first file decides
+            return _task_of(first_file_labels(config))
     return _task_of(_column(_read_table(config), config.label_column, config))
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.errors import DataError
+from trainables.protocol import DataSpec
 
 #: Multipliers of the row hash (splitmix64's): every bit of every feature reaches every bit of
 #: the result, so fractions of rows, not of feature values, decide the split.
@@ -279,6 +280,24 @@ class StreamFit:
     num_val: int
     val_fraction: float
 
+    def spec(self) -> DataSpec:
+        """Return what a trainable needs to build its model for this data."""
+        return DataSpec(
+            input_shape=(len(self.features),),
+            num_classes=len(self.classes),
+            task=self.task,
+            num_train=self.num_train,
+            num_val=self.num_val,
+            target_std=self.target_std,
+            modality="tabular",
+        )
+
+    def fingerprint(self) -> str:
+        """Return a hash of the listing and of every setting that shapes the splits."""
+        settings = [self.listing.fingerprint(), self.features, self.label, self.task]
+        payload = json.dumps([*settings, self.val_fraction])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
     def encode(self, table: Any, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
         """Turn one fragment's table into the rows of ``split``: columns ``x``, ``y``, ``idx``.
 
@@ -438,7 +457,7 @@ def read_split(
 
 
 def stream_fragments(
-    fit: StreamFit, split: str, *, order_seed: int | None = None, concurrency: int = 1
+    fit: StreamFit, split: str, *, order_seed: Sequence[int] | None = None, concurrency: int = 1
 ) -> Any:
     """Return a lazy Ray dataset of ``split``'s encoded rows (columns ``x``, ``y``, ``idx``).
 
@@ -452,7 +471,7 @@ def stream_fragments(
 
     fragments = list(fit.listing.fragments)
     if order_seed is not None:
-        order = np.random.default_rng(order_seed).permutation(len(fragments))
+        order = np.random.default_rng(list(order_seed)).permutation(len(fragments))
         fragments = [fragments[i] for i in order]
     items = [
         {"path": f.path, "row_group": f.row_group, "rows": f.rows, "first_row": f.first_row}

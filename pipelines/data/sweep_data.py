@@ -203,6 +203,10 @@ class SweepData:
             batch_size=batch_size, batch_format="numpy"
         )
 
+    def input_example(self, rows: int = 8) -> np.ndarray:
+        """Return the first ``rows`` validation inputs (a registered model's example)."""
+        return self.val_arrays()[0][:rows]
+
     def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the whole training split as model inputs, in order, without augmentation."""
         blocks = list(self.train.iter_batches(batch_size=None, batch_format="numpy"))

@@ -17,8 +17,9 @@ from typing import Any
 
 from pipelines.augment import policy_from_hparams
 from pipelines.config import ExperimentConfig
-from pipelines.data import Prepared, prepare_arrays
+from pipelines.data import Prepared, StreamFit, prepare_source
 from pipelines.data.local import LocalBatches
+from pipelines.data.stream_sweep import sample_prepared
 from pipelines.errors import ConfigError, FailedTrialError, UserInputError
 from pipelines.sweep.plan import SweepPlan, plan_sweep
 from pipelines.tracking.saved_models import save_model
@@ -44,12 +45,14 @@ def dry_run(config: ExperimentConfig, target: Any = None) -> dict[str, float]:
 
     """
     plan = plan_sweep(config, target)
-    prepared, _ = prepare_arrays(config.data)
+    prepared, _ = prepare_source(config.data)
     return dry_step(plan, prepared)
 
 
-def dry_step(plan: SweepPlan, prepared: Prepared) -> dict[str, float]:
+def dry_step(plan: SweepPlan, prepared: Prepared | StreamFit) -> dict[str, float]:
     """Run one real training step of the planned trainable on the prepared data.
+
+    Streamed data gives the step its first rows only.
 
     Raises:
         UserInputError: When the step fails on the user's input or code, or the sweep's metric
@@ -59,6 +62,8 @@ def dry_step(plan: SweepPlan, prepared: Prepared) -> dict[str, float]:
     config = plan.config
     hparams = sample_hparams(plan)
     rows = max(int(hparams.get("batch_size", 1)), DRY_RUN_ROWS)
+    if isinstance(prepared, StreamFit):
+        prepared = sample_prepared(prepared, rows)
     batches = LocalBatches(prepared, policy_from_hparams(hparams, prepared.modality), rows)
     try:
         metrics = _step(plan, hparams, batches, prepared)

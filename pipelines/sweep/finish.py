@@ -233,7 +233,6 @@ def _register_checkpoint(
     plan: SweepPlan, data: SweepData, best: BestTrial, checkpoint: Path, sweep: SweepRun
 ) -> str:
     """Rebuild the best trial's model from its (local) checkpoint and register it."""
-    x_val, _ = data.val_arrays()
     with tempfile.TemporaryDirectory(prefix="tunepipe-model-") as folder:
         model = Path(folder) / schema.MODEL
         save_best_model(
@@ -241,7 +240,7 @@ def _register_checkpoint(
             hparams=best.config,
             spec=data.spec,
             checkpoint_dir=checkpoint,
-            input_example=x_val[:8],
+            input_example=data.input_example(8),
             folder=model,
         )
         return sweep.register_model(model, plan.config.experiment_name, plan.info.framework)

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.augment.checks import check_augmentation
 from pipelines.config import ExperimentConfig
-from pipelines.data import check_data_source, data_modality, dataset_task
+from pipelines.data import (
+    check_data_source,
+    check_streaming,
+    check_streaming_trainable,
+    data_modality,
+    dataset_task,
+)
 from pipelines.errors import UserInputError
 from pipelines.sweep import checks, strategies
 from pipelines.sweep.storage import check_storage
@@ -139,6 +145,7 @@ def _plan(config: ExperimentConfig, target: Any, search_paths: Sequence[Path] | 
     space = load_search_space(config.trainable.search_space)
     checks.check_hparams(config, info, space)
     check_data_source(config.data)
+    check_streaming(config.data)
     task = dataset_task(config.data)
     checks.check_metric(config, info, task)
     checks.check_registration(config, info)
@@ -150,6 +157,7 @@ def _plan(config: ExperimentConfig, target: Any, search_paths: Sequence[Path] | 
     checks.check_precision(config, space)
     checks.check_augment_device(config, info)
     checks.check_workers(config, info)
+    check_streaming_trainable(config.data, info.batch_framework)
     checks.check_node_labels(config)
     check_storage(config.storage)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ExperimentConfig
-from pipelines.data import Prepared, SweepData, materialise, prepare_arrays
+from pipelines.data import Prepared, StreamFit, SweepData, materialise, prepare_source
 from pipelines.paths import ensure_home
 from pipelines.sweep.cluster import (
     check_resources,
@@ -114,7 +114,7 @@ def run_sweep(
     config = sweep_config(config, overrides, search_space=search_space, data=data)
     plan = plan_sweep(config, trainable)
     ensure_home()  # 0700 before the cache, the store or Tune's results are written into it
-    prepared, cache_hit = prepare_arrays(config.data)
+    prepared, cache_hit = prepare_source(config.data)
     if plan.info.user_code:
         # The user's code is unknown until it runs: one real step now, before any cluster
         # work, turns a broken builder or a metric never reported into a one-line error.
@@ -135,7 +135,7 @@ def run_sweep(
 
 def execute_sweep(
     plan: SweepPlan,
-    prepared: Prepared,
+    prepared: Prepared | StreamFit,
     *,
     cache_hit: bool = False,
     address: str | None = None,

@@ -1,0 +1,132 @@
+"""A sweep on Parquet streamed in row groups (data.streaming): trained, scored and registered."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_digits
+
+from pipelines import run_sweep
+from pipelines.data import StreamFit, prepare_source
+from pipelines.data.streaming import iter_split
+from pipelines.errors import ConfigError
+from pipelines.sweep.inputs import sweep_config
+from pipelines.sweep.plan import plan_sweep
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+SPACE = {
+    "lr": {"type": "loguniform", "low": 3e-3, "high": 3e-2},
+    "hidden_units": {"type": "int", "low": 32, "high": 64},
+}
+
+
+def _digits_folder(folder: Path) -> Path:
+    """The 1,797 real digits as three Parquet files of 200-row row groups (64 pixel columns)."""
+    x, y = load_digits(return_X_y=True)
+    folder.mkdir(parents=True)
+    for part, rows in enumerate(np.array_split(np.arange(len(y)), 3)):
+        table = pa.table({**{f"p{i}": x[rows, i] for i in range(64)}, "digit": y[rows]})
+        pq.write_table(table, folder / f"part-{part}.parquet", row_group_size=200)
+    return folder
+
+
+def _experiment(folder: Path, **data: Any) -> dict[str, Any]:
+    return {
+        "name": "streamed_digits",
+        "metric": "val_accuracy",
+        "mode": "max",
+        "data": {"dataset": "parquet", "path": str(folder), "label_column": "digit", **data},
+        "trainable": {
+            "framework": "torch",
+            "model": "mlp",
+            "params": {"epochs": 2, "batch_size": 64, "optimizer": "adam"},
+        },
+        "search": {"method": "random", "num_samples": 2, "seed": 3},
+    }
+
+
+def test_a_streamed_sweep_scores_on_the_streamed_split_and_registers_its_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _digits_folder(tmp_path / "digits")
+    raw = _experiment(folder, streaming=True)
+    caplog.set_level(logging.INFO, logger="pipelines.data")
+    summary = run_sweep(raw, search_space=SPACE, progress=False)
+
+    assert summary.end_reasons["completed"] == 2
+    assert "data: streaming 1,797 rows" in caplog.text
+    fit, _ = prepare_source(load_config_dict(raw).data)
+    assert isinstance(fit, StreamFit) and fit.num_train + fit.num_val == 1797
+
+    # Each child run has a metric per epoch, computed on the streamed validation split.
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    children = client.search_runs(
+        [summary.mlflow_experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{summary.mlflow_parent_run_id}'",
+    )
+    assert len(children) == 2
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [1, 2]
+
+    # The registered model, scored again on the split streamed row group by row group, gives
+    # the sweep's best value: the trial scored every validation row, each once.
+    mlflow.set_tracking_uri(summary.mlflow_tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{summary.experiment_name}@challenger")
+    batches = list(iter_split(fit, "val"))
+    x = np.concatenate([b["x"] for b in batches])
+    y = np.concatenate([b["y"] for b in batches])
+    accuracy = float((np.asarray(model.predict(x)).argmax(axis=1) == y).mean())
+    assert len(y) == fit.num_val
+    assert accuracy == pytest.approx(summary.best_metric)
+    assert summary.best_metric > 0.8
+
+
+def load_config_dict(raw: dict[str, Any]) -> Any:
+    """The experiment config of ``raw`` as a sweep reads it (the space given inline)."""
+    return sweep_config(raw, search_space=SPACE)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"dataset": "csv"}, "data.dataset"),
+        ({"holdout_fraction": 0.1}, "data.holdout_fraction"),
+        ({"text_column": "p0"}, "data.text_column"),
+    ],
+)
+def test_what_does_not_stream_yet_is_refused_before_any_cluster_work(
+    tmp_path: Path, data: dict[str, Any], key: str
+) -> None:
+    folder = _digits_folder(tmp_path / "digits")
+    if data.get("dataset") == "csv":
+        (tmp_path / "digits.csv").write_text("p0,digit\n1,0\n2,1\n")
+        data = {**data, "path": str(tmp_path / "digits.csv")}
+    config = load_config_dict(_experiment(folder, streaming=True, **data))
+    with pytest.raises(ConfigError) as refused:
+        plan_sweep(config)
+    assert refused.value.key == key
+
+
+def test_scikit_learn_on_streamed_data_is_refused(tmp_path: Path) -> None:
+    folder = _digits_folder(tmp_path / "digits")
+    raw = _experiment(folder, streaming=True)
+    raw["trainable"] = {
+        "framework": "sklearn",
+        "model": "random_forest",
+        "params": {"epochs": 2, "batch_size": 256},
+    }
+    space = {"max_depth": {"type": "int", "low": 2, "high": 8}}
+    config = sweep_config(raw, search_space=space)
+    with pytest.raises(ConfigError) as refused:
+        plan_sweep(config)
+    assert refused.value.key == "data.streaming"
