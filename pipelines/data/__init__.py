@@ -33,9 +33,8 @@ from pipelines.data.stream_sweep import (
     check_streaming_trainable,
     prepare_stream,
     streaming_sweep_data,
-    wants_streaming,
 )
-from pipelines.data.streaming import StreamFit
+from pipelines.data.streaming import StreamFit, wants_streaming
 from pipelines.data.sweep_data import (
     SweepData,
     configure_ray_data,

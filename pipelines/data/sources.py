@@ -213,7 +213,7 @@ def dataset_task(config: DataConfig) -> str:
     if config.dataset == "npz":
         return _task_of(_npz_arrays(config)[1])
     if config.dataset == "parquet":
-        from pipelines.data.stream_sweep import first_file_labels, wants_streaming
+        from pipelines.data.streaming import first_file_labels, wants_streaming
 
         if wants_streaming(config):  # the label column of the first file decides
             return _task_of(first_file_labels(config))

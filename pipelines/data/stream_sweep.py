@@ -1,11 +1,11 @@
 """A sweep's data streamed from Parquet row groups instead of held in Ray's object store.
 
-``data.streaming: true`` (or unset, for a Parquet source above :data:`STREAM_ABOVE_BYTES`)
-fits the preprocessing in one pass in the driver (:func:`~pipelines.data.streaming.fit_stream`)
-and hands trials a :class:`StreamingSweepData`: each epoch every trial reads its own stream of
-row groups, in its own shuffled order, through zero-CPU tasks pinned to its node, a bounded
-number at a time; the validation split is streamed the same way. Nothing but statistics passes
-through the driver.
+``data.streaming: true`` (or unset, for a Parquet source above
+:data:`~pipelines.data.streaming.STREAM_ABOVE_BYTES`) fits the preprocessing in one pass in the
+driver (:func:`~pipelines.data.streaming.fit_stream`) and hands trials a
+:class:`StreamingSweepData`: each epoch every trial reads its own stream of row groups, in its
+own shuffled order, through zero-CPU tasks pinned to its node, a bounded number at a time; the
+validation split is streamed the same way. Nothing but statistics passes through the driver.
 
 What streams today: numeric Parquet columns (a file, or a folder of files), for the torch and
 Keras trainables and the user's model builders, classes or regression targets, without a
@@ -27,8 +27,10 @@ from pipelines.data.streaming import (
     fit_stream,
     iter_split,
     list_fragments,
+    not_streamable,
     stream_fragments,
     unwrapped,
+    wants_streaming,
 )
 from pipelines.data.sweep_data import (
     PREFETCH_BLOCKS,
@@ -40,10 +42,6 @@ from pipelines.data.sweep_data import (
 from pipelines.errors import ConfigError
 from trainables.protocol import Batch
 
-#: Parquet sources larger than this (bytes as stored) stream unless ``data.streaming`` says
-#: otherwise: a sweep then holds no copy of them in the object store or in the driver.
-STREAM_ABOVE_BYTES = 1 << 30
-
 
 def check_streaming(config: DataConfig) -> None:
     """Refuse ``data.streaming: true`` for what does not stream yet (before any cluster work).
@@ -54,7 +52,7 @@ def check_streaming(config: DataConfig) -> None:
     """
     if not config.streaming:
         return
-    reason = _not_streamable(config)
+    reason = not_streamable(config)
     if reason is not None:
         key, rule = reason
         raise ConfigError(
@@ -62,16 +60,6 @@ def check_streaming(config: DataConfig) -> None:
             key=key,
             fix="set data.streaming: false to load the data into memory",
         )
-
-
-def _not_streamable(config: DataConfig) -> tuple[str, str] | None:
-    if config.dataset != "parquet":
-        return "data.dataset", f"reads Parquet only for now, not {config.dataset!r}"
-    if config.text_column:
-        return "data.text_column", "streams numeric columns only for now, not text"
-    if config.holdout_fraction > 0:
-        return "data.holdout_fraction", "keeps no holdout yet"
-    return None
 
 
 def check_streaming_trainable(config: DataConfig, batch_framework: str) -> None:
@@ -88,26 +76,6 @@ def check_streaming_trainable(config: DataConfig, batch_framework: str) -> None:
             key="data.streaming",
             fix="set data.streaming: false, or tune a torch or Keras model",
         )
-
-
-def wants_streaming(config: DataConfig) -> bool:
-    """Whether the sweep streams its data: ``data.streaming``, or by size when unset."""
-    if config.streaming is not None:
-        return config.streaming
-    if _not_streamable(config) is not None or config.path is None:
-        return False
-    return list_fragments(str(config.path)).size_bytes > STREAM_ABOVE_BYTES
-
-
-def first_file_labels(config: DataConfig) -> np.ndarray:
-    """Return the label column of the first file only (what decides ``task: auto``)."""
-    from pipelines.data.streaming import read_fragment
-
-    assert config.path is not None
-    listing = list_fragments(str(config.path))
-    first = [f for f in listing.fragments if f.path == listing.files[0][0]]
-    tables = [read_fragment(listing.source, f, (config.label_column,)) for f in first]
-    return np.concatenate([np.asarray(t.column(0).to_numpy(zero_copy_only=False)) for t in tables])
 
 
 def prepare_stream(config: DataConfig, task: str) -> StreamFit:
@@ -211,7 +179,7 @@ class StreamingSweepData(SweepData):
             batch_size=None,
             zero_copy_batch=True,
             num_cpus=0,
-            scheduling_strategy=on_this_node(),
+            label_selector=on_this_node(),
             compute=ray.data.TaskPoolStrategy(size=max(1, cpus)),
         )
         blocks = dataset.iter_batches(

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.config import DataConfig
 from pipelines.errors import DataError
 from trainables.protocol import DataSpec
 
@@ -42,6 +43,40 @@ from trainables.protocol import DataSpec
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+#: Parquet sources larger than this (bytes as stored) stream unless ``data.streaming`` says
+#: otherwise: a sweep then holds no copy of them in the object store or in the driver.
+STREAM_ABOVE_BYTES = 1 << 30
+
+
+def not_streamable(config: DataConfig) -> tuple[str, str] | None:
+    """Return the key and rule that keep ``config``'s data from streaming yet, or None."""
+    if config.dataset != "parquet":
+        return "data.dataset", f"reads Parquet only for now, not {config.dataset!r}"
+    if config.text_column:
+        return "data.text_column", "streams numeric columns only for now, not text"
+    if config.holdout_fraction > 0:
+        return "data.holdout_fraction", "keeps no holdout yet"
+    return None
+
+
+def wants_streaming(config: DataConfig) -> bool:
+    """Whether the sweep streams its data: ``data.streaming``, or by size when unset."""
+    if config.streaming is not None:
+        return config.streaming
+    if not_streamable(config) is not None or config.path is None:
+        return False
+    return list_fragments(str(config.path)).size_bytes > STREAM_ABOVE_BYTES
+
+
+def first_file_labels(config: DataConfig) -> np.ndarray:
+    """Return the label column of the first file only (what decides ``task: auto``)."""
+    assert config.path is not None
+    listing = list_fragments(str(config.path))
+    first = [f for f in listing.fragments if f.path == listing.files[0][0]]
+    tables = [read_fragment(listing.source, f, (config.label_column,)) for f in first]
+    return np.concatenate([np.asarray(t.column(0).to_numpy(zero_copy_only=False)) for t in tables])
 
 
 @dataclass(frozen=True)
@@ -160,8 +195,10 @@ def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> An
     fs, _ = filesystem_of(source)
     try:
         with fs.open_input_file(fragment.path) as handle:
-            parquet = pq.ParquetFile(handle)
-            missing = [name for name in columns if name not in parquet.schema_arrow.names]
+            # pre_buffer coalesces the row group's column chunks into a few large reads.
+            parquet = pq.ParquetFile(handle, pre_buffer=True)
+            names = set(parquet.schema_arrow.names)  # a property that rebuilds the schema
+            missing = [name for name in columns if name not in names]
             if missing:
                 raise DataError(
                     f"{fragment.path} has no column {missing[0]!r}",
@@ -484,7 +521,7 @@ def stream_fragments(
         batch_format="numpy",
         batch_size=1,  # one fragment per call: a bounded block each
         num_cpus=0,
-        scheduling_strategy=on_this_node(),
+        label_selector=on_this_node(),
         compute=ray.data.TaskPoolStrategy(size=max(1, concurrency)),
     )
 

@@ -189,7 +189,7 @@ class SweepData:
             batch_size=None,  # one block per call: the fewest tasks per epoch
             zero_copy_batch=True,  # transform_batch never writes to its input
             num_cpus=0,  # use the trial's CPUs (see the module docstring)
-            scheduling_strategy=on_this_node(),
+            label_selector=on_this_node(),
             compute=ray.data.TaskPoolStrategy(size=max(1, min(cpus, self.train_blocks))),
         )
         blocks = dataset.iter_batches(
@@ -355,16 +355,20 @@ def _concat(pieces: list[Batch]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
 
 
-def on_this_node() -> Any:
-    """Return a scheduling strategy that keeps tasks on this process's node.
+def on_this_node() -> dict[str, str]:
+    """Return the label selector that keeps Ray tasks on this process's node.
 
-    Hard affinity: a task fails rather than run elsewhere, since the trial's node is the one
-    whose CPUs the trial holds.
+    A hard constraint: a task fails rather than run elsewhere, since the trial's node is the
+    one whose CPUs the trial holds. (Ray's node-id label is its replacement for a hard node
+    affinity, and Ray Data takes a label selector by name.)
     """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return {NODE_ID_LABEL: ray.get_runtime_context().get_node_id()}
+
+
+#: The label every Ray node carries with its own id.
+NODE_ID_LABEL = "ray.io/node-id"
 
 
 def _mix(seed: int, trial: int, epoch: int) -> int:

@@ -183,3 +183,22 @@ def test_a_row_group_damaged_after_fitting_stops_the_stream_with_its_name(tmp_pa
     with pytest.raises(DataError, match=r"part-2\.parquet, row group 2"):
         for _ in iter_split(fit, "train"):
             pass
+
+
+def test_the_choice_of_streaming_follows_the_size_unless_the_config_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.config import DataConfig
+    from pipelines.data import streaming
+
+    _write_digits(tmp_path / "digits")
+    size = list_fragments(str(tmp_path / "digits")).size_bytes
+    config = DataConfig(dataset="parquet", path=tmp_path / "digits", label_column="label")
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_BYTES", size - 1)
+    assert streaming.wants_streaming(config)
+    assert not streaming.wants_streaming(config.model_copy(update={"streaming": False}))
+    # What cannot stream yet stays in memory when the size alone would have chosen streaming.
+    assert not streaming.wants_streaming(config.model_copy(update={"holdout_fraction": 0.1}))
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_BYTES", size)
+    assert not streaming.wants_streaming(config)
+    assert streaming.wants_streaming(config.model_copy(update={"streaming": True}))
