@@ -130,3 +130,19 @@ def test_scikit_learn_on_streamed_data_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         plan_sweep(config)
     assert refused.value.key == "data.streaming"
+
+
+def test_a_dry_run_on_streamed_data_trains_one_step_on_the_first_rows(tmp_path: Path) -> None:
+    """The user-code check before a sweep runs on the first row groups, not the whole split."""
+    from pipelines.data.stream_sweep import sample_prepared
+    from pipelines.sweep.dry_run import dry_run
+
+    folder = _digits_folder(tmp_path / "digits")
+    config = load_config_dict(_experiment(folder, streaming=True))
+    fit, _ = prepare_source(config.data)
+    assert isinstance(fit, StreamFit) and plan_sweep(config).info.framework == "torch"
+    sample = sample_prepared(fit, 300)
+    assert len(sample.y_train) == 300 and 0 < len(sample.y_val) <= 300
+    assert sample.spec().input_shape == (64,) and sample.num_classes == 10
+    metrics = dry_run(config)
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
