@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from pipelines.augment.policy import AugmentPolicy
 from pipelines.config import DataConfig
 from pipelines.data.preprocess import Prepared
 from pipelines.data.streaming import (
@@ -32,13 +32,7 @@ from pipelines.data.streaming import (
     unwrapped,
     wants_streaming,
 )
-from pipelines.data.sweep_data import (
-    PREFETCH_BLOCKS,
-    SweepData,
-    on_this_node,
-    rebatch,
-    transform_batch,
-)
+from pipelines.data.sweep_data import SweepData
 from pipelines.errors import ConfigError
 from trainables.protocol import Batch
 
@@ -149,43 +143,15 @@ class StreamingSweepData(SweepData):
         assert self.fit is not None
         return self.fit
 
-    def train_batches(
-        self,
-        *,
-        batch_size: int,
-        epoch: int,
-        seed: int,
-        policy: AugmentPolicy,
-        cpus: int,
-        trial: int = 0,
-    ) -> Iterator[Batch]:
-        """Stream one epoch: row groups in a fresh order, rows shuffled and augmented in each."""
-        import ray.data
-
-        dataset = stream_fragments(
+    def epoch_source(self, *, seed: int, trial: int, epoch: int, cpus: int) -> Any:
+        """Return one epoch's row groups, read in a fresh order, before the transform step."""
+        return stream_fragments(
             self._fit, "train", order_seed=(seed, trial, epoch), concurrency=cpus
         )
-        dataset = dataset.map_batches(
-            transform_batch,
-            fn_kwargs={
-                "policy": policy,
-                "featurizer": self.featurizer,
-                "seed": seed,
-                "trial": trial,
-                "epoch": epoch,
-                "shuffle": True,
-            },
-            batch_format="numpy",
-            batch_size=None,
-            zero_copy_batch=True,
-            num_cpus=0,
-            label_selector=on_this_node(),
-            compute=ray.data.TaskPoolStrategy(size=max(1, cpus)),
-        )
-        blocks = dataset.iter_batches(
-            batch_size=None, batch_format="numpy", prefetch_batches=PREFETCH_BLOCKS
-        )
-        return rebatch(unwrapped(blocks), batch_size)
+
+    def checked(self, blocks: Iterator[Batch]) -> Iterator[Batch]:
+        """Re-raise a damaged row group met by a Ray Data task as the DataError it was."""
+        return unwrapped(blocks)
 
     def val_batches(self, batch_size: int = 1024) -> Iterator[Batch]:
         """Stream the validation split in row-group order, without augmentation."""
@@ -219,6 +185,7 @@ def streaming_sweep_data(fit: StreamFit, augment_device: str = "auto") -> Stream
         fit.spec(),
         fit.fingerprint(),
         modality="tabular",
+        train_blocks=len(fit.listing.fragments),
         augment_device=augment_device,
         fit=fit,
     )

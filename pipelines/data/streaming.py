@@ -30,7 +30,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -539,7 +539,10 @@ def iter_split(fit: StreamFit, split: str, *, batch_size: int = 1024) -> Iterato
     )
 
 
-def unwrapped(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+_Item = TypeVar("_Item")
+
+
+def unwrapped(batches: Iterator[_Item]) -> Iterator[_Item]:
     """Pass ``batches`` on; re-raise a DataError a Ray Data task raised as a DataError.
 
     Ray Data wraps what a task raises in a "UDF failed" error and keeps only its text, so the

@@ -174,7 +174,8 @@ class SweepData:
         # Shuffling happens in the map_batches tasks, in parallel and vectorised: a fresh block
         # order and a fresh row order inside each block every epoch. Ray Data's local shuffle
         # buffer would do the same work row by row in the trial's own thread.
-        dataset = self.train.randomize_block_order(seed=_mix(seed, trial, epoch)).map_batches(
+        source = self.epoch_source(seed=seed, trial=trial, epoch=epoch, cpus=cpus)
+        dataset = source.map_batches(
             transform_batch,
             fn_kwargs={
                 "policy": policy,
@@ -195,7 +196,15 @@ class SweepData:
         blocks = dataset.iter_batches(
             batch_size=None, batch_format="numpy", prefetch_batches=PREFETCH_BLOCKS
         )
-        return rebatch(blocks, batch_size)
+        return rebatch(self.checked(blocks), batch_size)
+
+    def epoch_source(self, *, seed: int, trial: int, epoch: int, cpus: int) -> Any:
+        """Return one epoch's training blocks, in a fresh order, before the transform step."""
+        return self.train.randomize_block_order(seed=_mix(seed, trial, epoch))
+
+    def checked(self, blocks: Iterator[Batch]) -> Iterator[Batch]:
+        """Pass the transformed blocks on (a source that can fault mid-stream checks here)."""
+        return blocks
 
     def val_batches(self, batch_size: int = 1024) -> Iterator[Batch]:
         """Stream the validation split in order, without augmentation."""

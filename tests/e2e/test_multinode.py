@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.configs import CONFIGS, REPO
+from tests.support.configs import CONFIGS
+from tests.support.scripts import run_for_result
 
 #: Two nodes of one CPU each on this machine, for the script that follows.
 CLUSTER = textwrap.dedent(
@@ -184,14 +182,4 @@ def test_cpu_only_trials_and_their_augmentation_stay_off_the_gpu_node() -> None:
 
 def _run_on_cluster(script: str, config: str) -> dict[str, Any]:
     """Run ``script`` (which starts its own cluster) on ``config``; return its RESULT line."""
-    completed = subprocess.run(
-        [sys.executable, "-c", script, config],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stdout[-3000:] + completed.stderr[-3000:]
-    outcome: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
-    return outcome
+    return run_for_result(script, config)

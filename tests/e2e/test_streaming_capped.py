@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.support.configs import REPO
+from tests.support.scripts import run_for_result
 
 #: Writes 250 MB of float32 columns (350 MB as uncompressed Parquet), starts Ray with an 80 MB
 #: object store, fits the data in one pass and streams the training split through Ray Data
@@ -66,16 +63,7 @@ SCRIPT = textwrap.dedent(
 def test_data_three_times_the_object_store_streams_every_row_in_bounded_memory(
     tmp_path: Path,
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path / "data")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    outcome = json.loads(lines[-1].removeprefix("RESULT "))
+    outcome = run_for_result(SCRIPT, str(tmp_path / "data"))
     assert outcome["stored_mb"] > 3 * outcome["store_mb"], outcome
     assert outcome["total"] == 6 * 163_840
     assert outcome["rows"] == outcome["num_train"] > 0.7 * outcome["total"]  # every row, once

@@ -34,6 +34,15 @@ def _write_digits(folder: Path, files: int = 3, row_group_size: int = 200) -> tu
     return x.astype(np.float32), y
 
 
+def _zero_pages(part: Path, *, row_group: int, column: int) -> None:
+    """Overwrite one column chunk's compressed pages with zeros, as a bad sector would."""
+    chunk = pq.ParquetFile(part).metadata.row_group(row_group).column(column)
+    data = bytearray(part.read_bytes())
+    start = chunk.data_page_offset
+    data[start : start + chunk.total_compressed_size] = bytes(chunk.total_compressed_size)
+    part.write_bytes(bytes(data))
+
+
 def test_the_listing_reads_footers_only_and_its_fingerprint_follows_sizes_and_mtimes(
     tmp_path: Path,
 ) -> None:
@@ -120,12 +129,7 @@ def test_a_damaged_row_group_in_the_middle_is_named_with_its_row_group(tmp_path:
     """A real fault: the compressed pages of the second row group of the middle file are
     overwritten with zeros, as a bad disk sector would; the footer stays intact."""
     _write_digits(tmp_path / "digits")
-    part = tmp_path / "digits" / "part-1.parquet"
-    column = pq.ParquetFile(part).metadata.row_group(1).column(0)
-    data = bytearray(part.read_bytes())
-    start = column.data_page_offset
-    data[start : start + column.total_compressed_size] = bytes(column.total_compressed_size)
-    part.write_bytes(bytes(data))
+    _zero_pages(tmp_path / "digits" / "part-1.parquet", row_group=1, column=0)
     listing = list_fragments(str(tmp_path / "digits"))
     with pytest.raises(DataError, match=r"part-1\.parquet, row group 1"):
         fit_stream(listing, label="label")
@@ -174,12 +178,7 @@ def test_a_row_group_damaged_after_fitting_stops_the_stream_with_its_name(tmp_pa
     naming the file and row group, not as a task traceback, and after no silent skip."""
     _write_digits(tmp_path / "digits")
     fit = fit_stream(list_fragments(str(tmp_path / "digits")), label="label")
-    part = tmp_path / "digits" / "part-2.parquet"
-    column = pq.ParquetFile(part).metadata.row_group(2).column(5)
-    data = bytearray(part.read_bytes())
-    start = column.data_page_offset
-    data[start : start + column.total_compressed_size] = bytes(column.total_compressed_size)
-    part.write_bytes(bytes(data))
+    _zero_pages(tmp_path / "digits" / "part-2.parquet", row_group=2, column=5)
     with pytest.raises(DataError, match=r"part-2\.parquet, row group 2"):
         for _ in iter_split(fit, "train"):
             pass
