@@ -108,7 +108,10 @@ def data_parallel_trial_function(
             trainer=trainer,
         )
 
-    return make_trial_function(settings, runner=run)
+    function = make_trial_function(settings, runner=run)
+    # A stopped trial's actor must outlive the abort of its Train run (see the mixin).
+    function.__mixins__ = (reporting.AwaitsTrialThread,)  # type: ignore[attr-defined]
+    return function
 
 
 def run_data_parallel_trial(
@@ -288,11 +291,12 @@ def _relay_reports(mailbox: Any) -> bool:
     Tune's stop request is checked while the workers train, not only at the next report, so a
     stopped trial frees its workers at once.
     """
+    stopped = reporting.stop_signal()
     pending = mailbox.receive.remote()
     while True:
         ready, _ = ray.wait([pending], timeout=STOP_POLL_S)
         if not ready:
-            if reporting.stop_requested():
+            if stopped():
                 return False
             continue
         item = ray.get(pending)

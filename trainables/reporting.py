@@ -235,21 +235,46 @@ def relay(metrics: dict[str, Any], checkpoint: Any = None) -> None:
     )
 
 
-def stop_requested() -> bool:
-    """Return whether Tune asked the running trial to stop (a scheduler's decision, a reuse).
+def stop_signal() -> Callable[[], bool]:
+    """Return a check of whether Tune asked the running trial to stop (a scheduler, a reuse).
 
     A function trainable learns of it only at its next ``tune.report``; a data-parallel trial's
     driver waits on its workers between reports and asks instead, because Tune reuses the
-    actor for the next trial only if the function returns within 2 s of the request. Reads
-    Tune's session event (internal to Ray 2.x; False where it is missing).
+    actor for the next trial only if the function returns within 2 s of the request. The
+    check holds on to the session's event (internal to Ray 2.x; never set where it is
+    missing): Tune ends the session as it stops the trial, so looking it up afresh would then
+    find no session and miss the stop.
     """
     if _offline is not None or _worker is not None:
-        return False
+        return lambda: False
     from ray.train._internal.session import get_session
 
-    session = get_session()
-    event = getattr(session, "stop_event", None)
-    return bool(event is not None and event.is_set())
+    event = getattr(get_session(), "stop_event", None)
+    return (lambda: False) if event is None else event.is_set
+
+
+class AwaitsTrialThread:
+    """Mixin of a function trainable whose trial thread must finish its own stop.
+
+    Tune's function trainable, stopped for good rather than kept for reuse, ends its session
+    without waiting for the trial's thread, and the actor exits right after, killing the thread
+    where it stands. A data-parallel trial's thread is then aborting its Train run; cut short,
+    the run's placement group (which Train's own cleaner removes only where Ray's state API
+    runs) holds its workers' CPUs and GPUs until the sweep ends. This waits for the thread as
+    long as a reuse would (:func:`allow_slow_stop`). Tune mixes it in through the function's
+    ``__mixins__`` (see :func:`ray.tune.trainable.function_trainable.wrap_function`).
+    """
+
+    def cleanup(self) -> None:
+        """End the session as Tune does, then wait for the trial's thread to finish."""
+        from ray.train._internal.session import get_session
+
+        thread = getattr(get_session(), "training_thread", None)
+        try:
+            super().cleanup()  # type: ignore[misc]
+        finally:
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=float(os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", 2)))
 
 
 def allow_slow_stop(seconds: int) -> None:

@@ -290,6 +290,7 @@ def _pbt(opts: PBTOptions, ctx: StrategyContext) -> Any:
         quantile_fraction=opts.quantile_fraction,
         resample_probability=opts.resample_probability,
         custom_explore_fn=ClipToBounds.from_space(ctx.space, list(mutations)),
+        synch=opts.synch,
     )
 
 

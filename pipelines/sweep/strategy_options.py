@@ -71,3 +71,7 @@ class PBTOptions(StrategyOptions):
     quantile_fraction: float = Field(0.25, gt=0, le=0.5)
     resample_probability: float = Field(0.25, ge=0, le=1)
     mutate: tuple[str, ...] = ("lr", "momentum")
+    # Asynchronous PBT compares a trial only with trials that are still running. Synchronous
+    # PBT pauses the leaders at each interval until every trial has reached it, so that small
+    # or unevenly started populations are compared at the same epoch, at the cost of the pauses.
+    synch: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any
 
 from pipelines.sweep.cluster import DRIVER_CPU
@@ -127,6 +128,8 @@ def build_tuner(
 
     config = plan.config
     trainable = build_trainable(plan, data)
+    if config.resources.workers > 1:  # no reuse on purpose (below): Tune's advice is noise here
+        warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     tune_config = tune.TuneConfig(
         metric=config.metric,
         mode=config.mode,
@@ -140,7 +143,11 @@ def build_tuner(
         else max_concurrent_trials(plan, cluster_resources()),
         time_budget_s=config.search.time_budget_s,
         # Function trainables pay ~2 s of actor start-up per trial without this (ENVIRONMENT.md).
-        reuse_actors=True,
+        # Not for data-parallel trials: Tune keeps a paused trial's actor for reuse without
+        # stopping it, so its Train run would keep the workers' CPUs and GPUs that the trials
+        # it waits for (synchronous PBT) need: a deadlock, seen on 2 CPUs. Their start-up is
+        # the Train run's anyway (~10 s); 2 s more per trial is the price of a stop.
+        reuse_actors=config.resources.workers <= 1,
     )
     run_config = tune.RunConfig(
         name=name or experiment_name(plan),
