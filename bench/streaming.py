@@ -56,34 +56,43 @@ def write_dataset(folder: Path, rows: int, *, seed: int = 0) -> None:
         written, part = written + count, part + 1
 
 
-def _data_config(folder: Path, streaming: bool) -> Any:
+def _data_config(folder: Path, streaming: bool, cache: bool = False) -> Any:
     from pipelines.config import DataConfig
 
-    return DataConfig(dataset="parquet", path=folder, streaming=streaming, cache=False)
+    return DataConfig(dataset="parquet", path=folder, streaming=streaming, cache=cache)
 
 
-def epoch_in_actor(data: Any, batch_size: int = 256) -> dict[str, float]:
-    """Stream one epoch of one trial's batches in a fresh 1-CPU actor: rows/s, peak RSS."""
+def epoch_in_actor(data: Any, batch_size: int = 256, epochs: int = 1) -> dict[str, Any]:
+    """Stream ``epochs`` epochs of one trial's batches in a fresh 1-CPU actor.
+
+    Returns rows (of one epoch), rows/s of the first epoch (``rows_per_s``) and of each epoch
+    (``epochs_rows_per_s``), and the actor's peak RSS.
+    """
     import ray
 
     @ray.remote(num_cpus=1)
     class Trial:
-        def epoch(self, data: Any) -> tuple[int, float, float]:
+        def epochs(self, data: Any) -> tuple[int, list[float], float]:
             from trainables.usage import _process_peak_bytes, _reset_memory_peaks
 
             _reset_memory_peaks(False)
             stream = data.for_trial({}, trial=0, cpus=1)
-            started, rows = time.perf_counter(), 0
-            for batch in stream.train_batches(1, batch_size):
-                rows += len(batch["y"])
-            return rows, time.perf_counter() - started, _process_peak_bytes() / 2**20
+            seconds = []
+            for epoch in range(1, epochs + 1):
+                started, rows = time.perf_counter(), 0
+                for batch in stream.train_batches(epoch, batch_size):
+                    rows += len(batch["y"])
+                seconds.append(time.perf_counter() - started)
+            return rows, seconds, _process_peak_bytes() / 2**20
 
     actor = Trial.remote()  # type: ignore[attr-defined]
     try:
-        rows, seconds, peak = ray.get(actor.epoch.remote(data))
+        rows, seconds, peak = ray.get(actor.epochs.remote(data))
     finally:
         ray.kill(actor)
-    return {"rows": rows, "rows_per_s": rows / seconds, "peak_mb": peak}
+    per_epoch = [rows / s for s in seconds]
+    return {"rows": rows, "rows_per_s": per_epoch[0], "epochs_rows_per_s": per_epoch,
+            "peak_mb": peak}  # fmt: skip
 
 
 def reset_driver_peak() -> float:
@@ -153,19 +162,37 @@ def start_ray(store_mb: int) -> None:
     )
 
 
+#: The paths compared on data that fits, as the results table names them.
+IN_MEMORY = "in memory"
+NO_CACHE = "streaming, data.cache false (every epoch reads Parquet)"
+FIRST = "streaming, first epoch (reads Parquet, fills the node cache)"
+LATER = "streaming, second epoch (the node cache)"
+
+
 def compare_on_data_that_fits(folder: Path, repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` rows/s of one trial's epoch, in memory and streamed, alternately."""
+    """Best-of-``repeats`` rows/s of one trial's epoch, in memory and streamed, alternately.
+
+    The streamed path with the node cache runs two epochs in one actor from an empty cache:
+    the first reads Parquet and keeps the encoded row groups, the second reads those.
+    """
     from pipelines.data import materialise, prepare_source
 
-    best = {"in memory": 0.0, "streaming": 0.0}
-    data = {
-        name: materialise(prepare_source(_data_config(folder, name == "streaming"))[0],
-                          cache_hit=False)
-        for name in best
-    }  # fmt: skip
+    def sweep_data(streaming: bool, cache: bool) -> Any:
+        prepared, _ = prepare_source(_data_config(folder, streaming, cache))
+        return materialise(prepared, cache_hit=False)
+
+    in_memory, no_cache, cached = (
+        sweep_data(False, False),
+        sweep_data(True, False),
+        sweep_data(True, True),
+    )
+    best = dict.fromkeys((IN_MEMORY, NO_CACHE, FIRST, LATER), 0.0)
     for _ in range(repeats):
-        for name in best:
-            best[name] = max(best[name], epoch_in_actor(data[name])["rows_per_s"])
+        best[IN_MEMORY] = max(best[IN_MEMORY], epoch_in_actor(in_memory)["rows_per_s"])
+        best[NO_CACHE] = max(best[NO_CACHE], epoch_in_actor(no_cache)["rows_per_s"])
+        shutil.rmtree(cached.fit.row_cache, ignore_errors=True)
+        first, second = epoch_in_actor(cached, epochs=2)["epochs_rows_per_s"]
+        best[FIRST], best[LATER] = max(best[FIRST], first), max(best[LATER], second)
     return best
 
 
@@ -203,6 +230,7 @@ def main() -> None:
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="tunepipe-bench-streaming-"))
+    os.environ["TUNEPIPE_HOME"] = str(work / "home")  # the fit and row caches, removed after
     try:
         start_ray(FITS_STORE_MB)
         write_dataset(work / "fits", args.fits_rows)
@@ -219,7 +247,7 @@ def main() -> None:
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    ratio = fits["streaming"] / fits["in memory"]
+    ratio = {name: fits[name] / fits[IN_MEMORY] for name in (NO_CACHE, FIRST, LATER)}
     lines = [
         "# Streaming Parquet (issue 19)",
         "",
@@ -229,11 +257,16 @@ def main() -> None:
         f"## Data that fits: one trial's epoch ({args.fits_rows:,} rows, 1-CPU actor, "
         f"{FITS_STORE_MB} MB object store)",
         "",
-        "| path | rows/s |",
-        "|---|---|",
-        *(f"| {name} | {value:,.0f} |" for name, value in fits.items()),
+        "| path | rows/s | / in memory |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {value:,.0f} | {ratio.get(name, 1.0):.2f}x |"
+            for name, value in fits.items()
+        ),
         "",
-        f"Streaming / in memory: **{ratio:.2f}x** (goal >= 0.8x).",
+        f"Streaming / in memory, from the second epoch on: **{ratio[LATER]:.2f}x** "
+        "(goal >= 0.8x); the first epoch on each node reads and encodes Parquet: "
+        f"**{ratio[FIRST]:.2f}x**.",
         "",
         f"## Larger than the object store (capped at {args.store_mb} MB)",
         "",

@@ -26,6 +26,7 @@ from pipelines.errors import ConfigError
 from pipelines.overrides import apply_overrides
 from pipelines.paths import default_storage_path, default_tracking_uri
 from pipelines.secrets import hold_credentials
+from pipelines.uris import is_uri, with_endpoint
 from search_spaces.messages import short
 from search_spaces.yaml_input import check_shape, parse_yaml, read_yaml_text
 
@@ -35,6 +36,12 @@ Scalar = str | int | float | bool
 class _Section(BaseModel):
     # Frozen so a resolved config cannot drift after it was logged; forbid so typos are errors.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_endpoint(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:9000)")
+    return value
 
 
 class AugmentStepConfig(_Section):
@@ -48,7 +55,11 @@ class DataConfig(_Section):
     """Where the data comes from, how it is read and split, and how it is augmented."""
 
     dataset: str = "mnist5k"
-    path: Path | None = None
+    # A local file or folder, or a URI pyarrow opens (s3://bucket/prefix, gs://...): URIs
+    # stream (see pipelines.data.stream_sweep). endpoint and region are storage's keys, for data.
+    path: Path | str | None = None
+    endpoint: str | None = None
+    region: str | None = None
     modality: Literal["auto", "tabular", "image", "text", "audio"] = "auto"
     task: Literal["auto", "classification", "regression"] = "auto"
     label_column: str = "label"
@@ -68,6 +79,35 @@ class DataConfig(_Section):
     # Stream Parquet from disk in row groups instead of holding the splits in Ray's object
     # store: true, false, or unset to stream sources above pipelines.data.stream_sweep's size.
     streaming: bool | None = None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _uri_or_local_path(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.startswith("file://"):
+            return Path(value.removeprefix("file://"))
+        return value if is_uri(value) else Path(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_with_scheme(cls, value: str | None) -> str | None:
+        return _http_endpoint(value)
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether ``path`` is an object-store URI rather than a local file or folder."""
+        return isinstance(self.path, str)
+
+    def source(self) -> str:
+        """Return ``path`` as pyarrow opens it, with the endpoint and region folded in."""
+        assert self.path is not None
+        return with_endpoint(str(self.path), self.endpoint, self.region)
+
+    def local_path(self) -> Path:
+        """Return ``path``, a local file or folder (the in-memory readers take no URI)."""
+        assert isinstance(self.path, Path), "a URI streams: see pipelines.data.stream_sweep"
+        return self.path
 
 
 class TrainableConfig(_Section):
@@ -191,9 +231,7 @@ class StorageConfig(_Section):
     @field_validator("endpoint")
     @classmethod
     def _endpoint_with_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:9000)")
-        return value
+        return _http_endpoint(value)
 
     @property
     def is_local(self) -> bool:
@@ -397,7 +435,7 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
         update={"search_space": _resolve_search_space(config.trainable.search_space, base)}
     )
     data = config.data
-    if data.path is not None and not data.path.is_absolute():
+    if isinstance(data.path, Path) and not data.path.is_absolute():
         data = data.model_copy(update={"path": (base / data.path).resolve()})
     runtime = config.runtime.model_copy(
         update={

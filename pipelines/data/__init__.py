@@ -114,15 +114,16 @@ def prepare_source(config: DataConfig) -> tuple[Prepared | StreamFit, bool]:
     if not wants_streaming(config):
         return prepare_arrays(config)
     started = time.perf_counter()
-    fit = prepare_stream(config, dataset_task(config))
+    fit, cached = prepare_stream(config, dataset_task(config))
     logger.info(
-        "data: streaming %s rows of %s (%d row groups), fitted in %.1f s",
+        "data: streaming %s rows of %s (%d row groups), %s in %.1f s",
         f"{fit.listing.rows:,}",
         config.path,
         len(fit.listing.fragments),
+        "fit found in the cache" if cached else "fitted",
         time.perf_counter() - started,
     )
-    return fit, False
+    return fit, cached
 
 
 def prepare_data(config: DataConfig, cpus_per_trial: int = 1) -> SweepData:

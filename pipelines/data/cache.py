@@ -110,11 +110,11 @@ def _source_identity(config: DataConfig) -> Any:
     if config.dataset in BUILTIN_DATASETS:
         package = BUILTIN_DATASETS[config.dataset].package
         return [config.dataset, package, metadata.version(package)]
-    assert config.path is not None
+    path = config.local_path()
     try:
-        if config.path.is_file():
-            return [config.dataset, _file_hash(config.path)]
-        files = sorted(p for p in config.path.rglob("*") if p.is_file())
+        if path.is_file():
+            return [config.dataset, _file_hash(path)]
+        files = sorted(p for p in path.rglob("*") if p.is_file())
         stats = [(p, p.stat()) for p in files]
     except OSError as exc:  # unreadable: say so here, before any row is read
         raise DataError(
@@ -124,7 +124,7 @@ def _source_identity(config: DataConfig) -> Any:
         ) from None
     return [
         config.dataset,
-        [[str(p.relative_to(config.path)), st.st_size, st.st_mtime_ns] for p, st in stats],
+        [[str(p.relative_to(path)), st.st_size, st.st_mtime_ns] for p, st in stats],
     ]
 
 

@@ -166,8 +166,11 @@ def check_data_source(config: DataConfig) -> None:
         raise DataError(
             f"dataset {config.dataset!r} needs a path", key="data.path", fix="set data.path"
         )
-    folder_ok = config.dataset in ("parquet", "image_folder") and config.path.is_dir()
-    if not (config.path.is_file() or folder_ok):
+    if config.is_remote:
+        return  # an object store is listed where the data streams (pipelines.data.streaming)
+    path = config.local_path()
+    folder_ok = config.dataset in ("parquet", "image_folder") and path.is_dir()
+    if not (path.is_file() or folder_ok):
         kind = "folder" if config.dataset == "image_folder" else "file"
         raise DataError(
             f"data {kind} not found: {config.path}",
@@ -443,12 +446,12 @@ def _load_image_folder(config: DataConfig) -> RawData:
     """Read ``<path>/<class>/<image>`` files; every file must decode (none is skipped)."""
     from PIL import Image, UnidentifiedImageError
 
-    assert config.path is not None
-    classes = sorted(p.name for p in config.path.iterdir() if p.is_dir())
+    folder = config.local_path()
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files = [
         (path, label)
         for label, name in enumerate(classes)
-        for path in sorted((config.path / name).iterdir())
+        for path in sorted((folder / name).iterdir())
         if path.is_file() and not path.name.startswith(".")
     ]
     if not files:

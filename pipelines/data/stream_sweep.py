@@ -7,53 +7,100 @@ driver (:func:`~pipelines.data.streaming.fit_stream`) and hands trials a
 own shuffled order, through zero-CPU tasks pinned to its node, a bounded number at a time; the
 validation split is streamed the same way. Nothing but statistics passes through the driver.
 
-What streams today: numeric Parquet columns (a file, or a folder of files), for the torch and
-Keras trainables and the user's model builders, classes or regression targets, without a
-holdout. What does not yet is refused before any cluster work (exit 2).
+What streams today: numeric Parquet columns (a file, a folder of files, or a URI in an object
+store: ``data.endpoint`` and ``data.region`` as for ``storage``), for the torch and Keras
+trainables and the user's model builders, classes or regression targets, without a holdout.
+What does not yet is refused before any cluster work (exit 2), as are data URIs with
+credentials in them or with ``data.streaming: false``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from pipelines.config import DataConfig
 from pipelines.data.preprocess import Prepared
+from pipelines.data.stream_cache import fit_key, load_fit, row_cache_folder, save_fit
 from pipelines.data.streaming import (
     StreamFit,
     fit_stream,
     iter_split,
     list_fragments,
     not_streamable,
+    read_encoded,
     stream_fragments,
     unwrapped,
     wants_streaming,
 )
 from pipelines.data.sweep_data import SweepData
 from pipelines.errors import ConfigError
+from pipelines.uris import carries_credentials, redact
 from trainables.protocol import Batch
 
 
 def check_streaming(config: DataConfig) -> None:
-    """Refuse ``data.streaming: true`` for what does not stream yet (before any cluster work).
+    """Refuse what does not stream yet, and bad data URIs (before any cluster work, no I/O).
 
     Raises:
         ConfigError: Naming the key that stands in the way.
 
     """
-    if not config.streaming:
+    if config.endpoint is not None and not str(config.path).startswith("s3://"):
+        raise ConfigError(
+            "data.endpoint is only for s3:// data",
+            key="data.endpoint",
+            fix="remove it, or make data.path an s3:// URI",
+        )
+    if config.is_remote:
+        _check_data_uri(config)
+    elif not config.streaming:
         return
     reason = not_streamable(config)
     if reason is not None:
         key, rule = reason
+        said = "data.streaming: true" if config.streaming else "data.path in an object store"
         raise ConfigError(
-            f"data.streaming: true {rule}",
+            f"{said} {rule}",
             key=key,
-            fix="set data.streaming: false to load the data into memory",
+            fix="copy the data to a local path and set data.streaming: false to load it "
+            "into memory"
+            if config.is_remote
+            else "set data.streaming: false to load the data into memory",
         )
+
+
+def _check_data_uri(config: DataConfig) -> None:
+    """Refuse a data URI with credentials in it, one pyarrow cannot open, or one not streamed."""
+    uri = str(config.path)
+    if carries_credentials(uri):
+        raise ConfigError(
+            "data.path carries credentials; they would be recorded with the sweep",
+            key="data.path",
+            fix="remove them and set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment "
+            "of the driver and of every Ray node",
+        )
+    if config.streaming is False:
+        raise ConfigError(
+            "data in an object store is streamed, never loaded into memory",
+            key="data.streaming",
+            fix="remove data.streaming (or set it to true), or copy the data to a local path",
+        )
+    import pyarrow
+    import pyarrow.fs
+
+    try:
+        pyarrow.fs.FileSystem.from_uri(config.source())
+    except (pyarrow.ArrowInvalid, ValueError, OSError) as exc:
+        raise ConfigError(
+            f"data.path {redact(uri)!r} is not a URI pyarrow can open: {exc}",
+            key="data.path",
+            fix="use s3://bucket/prefix (with data.endpoint for an S3-compatible store), "
+            "gs://bucket/prefix, or a local path",
+        ) from None
 
 
 def check_streaming_trainable(config: DataConfig, batch_framework: str) -> None:
@@ -72,21 +119,41 @@ def check_streaming_trainable(config: DataConfig, batch_framework: str) -> None:
         )
 
 
-def prepare_stream(config: DataConfig, task: str) -> StreamFit:
+def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
     """List and fit a streamed source in one pass (in this process, a row group at a time).
+
+    With ``data.cache`` on, a fit of the same listing and settings is reused instead (the
+    second item says so), and trials keep the row groups they encode on their nodes' disks
+    (:mod:`pipelines.data.stream_cache`).
 
     Raises:
         DataError: For missing, damaged or malformed data, naming file, row group and row.
 
     """
-    assert config.path is not None
-    return fit_stream(
-        list_fragments(str(config.path)),
-        label=config.label_column,
-        features=config.feature_columns,
-        task=task,
-        val_fraction=config.val_fraction,
-    )
+    listing = list_fragments(config.source())
+    settings = {
+        "label": config.label_column,
+        "features": config.feature_columns,
+        "task": task,
+        "val_fraction": config.val_fraction,
+    }
+    key = fit_key(listing.fingerprint(), settings)
+    cached = load_fit(key) if config.cache else None
+    if cached is not None:
+        fit = StreamFit.from_fields(listing, cached)
+    else:
+        fit = fit_stream(
+            listing,
+            label=config.label_column,
+            features=config.feature_columns,
+            task=task,
+            val_fraction=config.val_fraction,
+        )
+    if not config.cache:
+        return fit, False
+    if cached is None:
+        save_fit(key, fit.fields())
+    return replace(fit, row_cache=row_cache_folder(fit.fingerprint())), cached is not None
 
 
 def sample_prepared(fit: StreamFit, rows: int) -> Prepared:
@@ -118,11 +185,8 @@ def sample_prepared(fit: StreamFit, rows: int) -> Prepared:
 
 def _local_batches(fit: StreamFit, split: str) -> Iterator[dict[str, np.ndarray]]:
     """Encode row groups in this process, in order (no Ray)."""
-    from pipelines.data.streaming import read_fragment
-
     for fragment in fit.listing.fragments:
-        table = read_fragment(fit.listing.source, fragment, (*fit.features, fit.label))
-        yield fit.encode(table, fragment, split)
+        yield read_encoded(fit, fragment, split)
 
 
 @dataclass(frozen=True)

@@ -65,15 +65,16 @@ def wants_streaming(config: DataConfig) -> bool:
     """Whether the sweep streams its data: ``data.streaming``, or by size when unset."""
     if config.streaming is not None:
         return config.streaming
+    if config.is_remote:
+        return True  # only the streaming reader opens object stores
     if not_streamable(config) is not None or config.path is None:
         return False
-    return list_fragments(str(config.path)).size_bytes > STREAM_ABOVE_BYTES
+    return list_fragments(config.source()).size_bytes > STREAM_ABOVE_BYTES
 
 
 def first_file_labels(config: DataConfig) -> np.ndarray:
     """Return the label column of the first file only (what decides ``task: auto``)."""
-    assert config.path is not None
-    listing = list_fragments(str(config.path))
+    listing = list_fragments(config.source())
     first = [f for f in listing.fragments if f.path == listing.files[0][0]]
     tables = [read_fragment(listing.source, f, (config.label_column,)) for f in first]
     return np.concatenate([np.asarray(t.column(0).to_numpy(zero_copy_only=False)) for t in tables])
@@ -301,6 +302,8 @@ class StreamFit:
         num_train: Rows in the training split.
         num_val: Rows in the validation split.
         val_fraction: The fraction that assigned the splits.
+        row_cache: The folder where each node keeps the encoded row groups it read (see
+            :mod:`pipelines.data.stream_cache`), or None to read the source every time.
 
     """
 
@@ -316,6 +319,7 @@ class StreamFit:
     num_train: int
     num_val: int
     val_fraction: float
+    row_cache: str | None = None
 
     def spec(self) -> DataSpec:
         """Return what a trainable needs to build its model for this data."""
@@ -335,6 +339,40 @@ class StreamFit:
         payload = json.dumps([*settings, self.val_fraction])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    def fields(self) -> dict[str, Any]:
+        """Return what the fit learned, in JSON types (the listing aside), for the cache."""
+        return {
+            "features": list(self.features),
+            "label": self.label,
+            "task": self.task,
+            "classes": list(self.classes),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+            "num_train": self.num_train,
+            "num_val": self.num_val,
+            "val_fraction": self.val_fraction,
+        }
+
+    @classmethod
+    def from_fields(cls, listing: Listing, fields: dict[str, Any]) -> StreamFit:
+        """Rebuild a fit of ``listing`` from :meth:`fields` (a cached fit)."""
+        return cls(
+            listing=listing,
+            features=tuple(fields["features"]),
+            label=str(fields["label"]),
+            task=str(fields["task"]),
+            classes=tuple(fields["classes"]),
+            mean=np.asarray(fields["mean"], dtype=np.float64),
+            std=np.asarray(fields["std"], dtype=np.float64),
+            target_mean=float(fields["target_mean"]),
+            target_std=float(fields["target_std"]),
+            num_train=int(fields["num_train"]),
+            num_val=int(fields["num_val"]),
+            val_fraction=float(fields["val_fraction"]),
+        )
+
     def encode(self, table: Any, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
         """Turn one fragment's table into the rows of ``split``: columns ``x``, ``y``, ``idx``.
 
@@ -343,9 +381,27 @@ class StreamFit:
                 or a label the fitting pass never saw.
 
         """
+        return self.encode_splits(table, fragment, (split,))[split]
+
+    def encode_splits(
+        self, table: Any, fragment: Fragment, splits: Sequence[str] = ("train", "val")
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Encode one fragment's rows of each of ``splits``, reading and hashing them once.
+
+        Raises:
+            DataError: As :meth:`encode`.
+
+        """
         x, labels = _features_and_labels(table, self.features, self.label, fragment)
-        keep = in_validation(row_hash(x), self.val_fraction) == (split == "val")
-        rows = np.flatnonzero(keep)
+        val = in_validation(row_hash(x), self.val_fraction)
+        return {
+            split: self._encoded(x, labels, np.flatnonzero(val == (split == "val")), fragment)
+            for split in splits
+        }
+
+    def _encoded(
+        self, x: np.ndarray, labels: np.ndarray, rows: np.ndarray, fragment: Fragment
+    ) -> dict[str, np.ndarray]:
         x = ((x[rows] - self.mean) / self.std).astype(np.float32)
         if self.task == "regression":
             y = (labels[rows].astype(np.float64) - self.target_mean) / self.target_std
@@ -479,6 +535,32 @@ def fit_stream(
     )
 
 
+def read_encoded(fit: StreamFit, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
+    """Return one fragment's encoded rows of ``split``, from this node's cache when it has them.
+
+    On a miss with the cache on, both splits are encoded from one read and both are kept, so
+    the validation pass that follows a training epoch reads no Parquet either.
+
+    Raises:
+        DataError: Naming the file, row group and row of a fault in the source.
+
+    """
+    from pipelines.data.stream_cache import RowCache
+
+    if fit.row_cache is None:
+        table = read_fragment(fit.listing.source, fragment, (*fit.features, fit.label))
+        return fit.encode(table, fragment, split)
+    cache = RowCache(fit.row_cache, len(fit.features))
+    cached = cache.load(split, fragment.path, fragment.row_group, fragment.rows)
+    if cached is not None:
+        return cached
+    table = read_fragment(fit.listing.source, fragment, (*fit.features, fit.label))
+    splits = fit.encode_splits(table, fragment)
+    for name, rows in splits.items():
+        cache.save(name, fragment.path, fragment.row_group, rows)
+    return splits[split]
+
+
 def read_split(
     batch: dict[str, np.ndarray], *, fit: StreamFit, split: str
 ) -> dict[str, np.ndarray]:
@@ -488,8 +570,7 @@ def read_split(
         batch["path"], batch["row_group"], batch["rows"], batch["first_row"], strict=True
     ):
         fragment = Fragment(str(path), int(group), int(rows), int(first))
-        table = read_fragment(fit.listing.source, fragment, (*fit.features, fit.label))
-        pieces.append(fit.encode(table, fragment, split))
+        pieces.append(read_encoded(fit, fragment, split))
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
 
 

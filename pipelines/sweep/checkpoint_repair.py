@@ -25,7 +25,8 @@ import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipelines.sweep.storage import filesystem, redact
+from pipelines.sweep.storage import filesystem
+from pipelines.uris import redact
 from trainables.checkpoint_manifest import damage
 from trainables.reporting import trial_checkpoints
 

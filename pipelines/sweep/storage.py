@@ -16,33 +16,23 @@ from __future__ import annotations
 import logging
 import uuid
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pipelines.config import StorageConfig
 from pipelines.errors import ConfigError
+from pipelines.uris import carries_credentials, redact, with_endpoint
 
 logger = logging.getLogger(__name__)
 
 #: Folder of the preflight's marker files, removed again when the check is done.
 PREFLIGHT_FOLDER = ".tunepipe-preflight"
-#: S3-compatible stores take any region; without one pyarrow asks AWS where the bucket lives.
-DEFAULT_REGION = "us-east-1"
 
 
 def storage_uri(storage: StorageConfig) -> str:
     """Return the ``storage_path`` Ray Tune gets: the path, with endpoint and region folded in."""
-    if storage.is_local or not (storage.endpoint or storage.region):
+    if storage.is_local:
         return storage.path
-    parts = urlsplit(storage.path)
-    query = dict(parse_qsl(parts.query))
-    if storage.endpoint is not None:
-        endpoint = urlsplit(storage.endpoint)
-        query.setdefault("endpoint_override", endpoint.netloc)
-        query.setdefault("scheme", endpoint.scheme)
-        query.setdefault("region", storage.region or DEFAULT_REGION)
-    elif storage.region is not None:
-        query.setdefault("region", storage.region)
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return with_endpoint(storage.path, storage.endpoint, storage.region)
 
 
 def join(uri: str, *names: str) -> str:
@@ -76,15 +66,7 @@ def filesystem(uri: str) -> tuple[Any, str]:
 
 def check_storage(storage: StorageConfig) -> None:
     """Check at plan time that the storage names something pyarrow can open (no I/O yet)."""
-    parts = urlsplit(storage.path)
-    if (
-        parts.username
-        or parts.password
-        or any(
-            key in {"access_key", "secret_key", "session_token"}
-            for key, _ in parse_qsl(parts.query)
-        )
-    ):
+    if carries_credentials(storage.path):
         raise ConfigError(
             "storage.path carries credentials; they would be recorded with the sweep",
             key="storage.path",
@@ -98,15 +80,6 @@ def check_storage(storage: StorageConfig) -> None:
             fix="remove it, or make storage.path an s3:// URI",
         )
     filesystem(storage_uri(storage))
-
-
-def redact(uri: str) -> str:
-    """Return ``uri`` without any user or password part, for messages."""
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 def preflight(uri: str) -> None:
