@@ -146,3 +146,32 @@ def test_a_dry_run_on_streamed_data_trains_one_step_on_the_first_rows(tmp_path: 
     assert sample.spec().input_shape == (64,) and sample.num_classes == 10
     metrics = dry_run(config)
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
+
+
+def test_data_parallel_ranks_split_a_streamed_epoch_between_them(tmp_path: Path) -> None:
+    """Each rank of a data-parallel trial streams the epoch and keeps every world_size-th batch.
+
+    That is only right if every rank sees the same batches in the same order: the first read
+    of each row group comes from Parquet, the second from the node cache, with two row groups
+    in flight at a time.
+    """
+    from pipelines.data import materialise
+    from trainables.data_parallel import Shard
+
+    folder = _digits_folder(tmp_path / "digits")
+    fit, _ = prepare_source(load_config_dict(_experiment(folder, streaming=True)).data)
+    data = materialise(fit, cache_hit=False, cpus_per_trial=2)
+
+    def epoch(rank: int | None) -> list[Any]:
+        stream = data.for_trial({"seed": 5}, trial=1, cpus=2)
+        batches = stream if rank is None else Shard(stream, rank, 2)
+        return [b["x"] for b in batches.train_batches(1, 64)]
+
+    whole = epoch(None)  # reads Parquet and fills the cache
+    assert sum(len(x) for x in whole) == fit.num_train
+    groups = len(whole) // 2
+    for rank in (0, 1):
+        mine = epoch(rank)  # from the cache
+        assert len(mine) == groups
+        for got, expected in zip(mine, whole[rank::2], strict=False):
+            np.testing.assert_array_equal(got, expected)
