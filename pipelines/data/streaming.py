@@ -165,21 +165,37 @@ def list_fragments(source: str) -> Listing:
         infos = [info]
     if not infos:
         raise DataError(f"{source} holds no .parquet files", key="data.path", fix="add data")
-    files, fragments, columns, first_row = [], [], (), 0
+    files, fragments, first_row = [], [], 0
+    columns: tuple[str, ...] = ()
     for file in sorted(infos, key=lambda f: f.path):
-        try:
-            with fs.open_input_file(file.path) as handle:
-                metadata = pq.ParquetFile(handle).metadata
-        except (pa.ArrowException, OSError) as exc:
-            raise _damaged(file.path, None, exc) from None
-        if not columns:
-            columns = tuple(metadata.schema.names)
-        files.append((file.path, int(file.size), int(file.mtime_ns or 0)))
-        for group in range(metadata.num_row_groups):
-            rows = metadata.row_group(group).num_rows
+        stamp = (source, file.path, int(file.size), int(file.mtime_ns or 0))
+        if stamp not in _FOOTERS:
+            try:
+                with fs.open_input_file(file.path) as handle:
+                    metadata = pq.ParquetFile(handle).metadata
+            except (pa.ArrowException, OSError) as exc:
+                raise _damaged(file.path, None, exc) from None
+            if len(_FOOTERS) >= _FOOTERS_KEPT:
+                _FOOTERS.clear()
+            groups = range(metadata.num_row_groups)
+            _FOOTERS[stamp] = (
+                tuple(metadata.schema.names),
+                tuple(metadata.row_group(group).num_rows for group in groups),
+            )
+        names, group_rows = _FOOTERS[stamp]
+        columns = columns or names
+        files.append(stamp[1:])
+        for group, rows in enumerate(group_rows):
             fragments.append(Fragment(file.path, group, rows, first_row))
             first_row += rows
     return Listing(source, tuple(files), tuple(fragments), columns)
+
+
+#: Footers already read by this process, by (source, path, size, mtime): a sweep lists its
+#: source up to three times (the size check, the fit, ``task: auto``), and on an object store
+#: each footer is a request. The key is the fingerprint's, so a rewritten file is read again.
+_FOOTERS: dict[tuple[str, str, int, int], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+_FOOTERS_KEPT = 100_000
 
 
 def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> Any:

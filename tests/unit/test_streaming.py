@@ -201,3 +201,19 @@ def test_the_choice_of_streaming_follows_the_size_unless_the_config_says(
     monkeypatch.setattr(streaming, "STREAM_ABOVE_BYTES", size)
     assert not streaming.wants_streaming(config)
     assert streaming.wants_streaming(config.model_copy(update={"streaming": True}))
+
+
+def test_a_second_listing_reads_no_footer_of_an_unchanged_file(tmp_path: Path) -> None:
+    """Footers are read once per file, size and modification time (requests on object stores)."""
+    _write_digits(tmp_path / "digits")
+    first = list_fragments(str(tmp_path / "digits"))
+    part = tmp_path / "digits" / "part-2.parquet"
+    stat = part.stat()
+    data = bytearray(part.read_bytes())
+    data[-8:-4] = bytes(4)  # the footer's length: unreadable if the footer were read again
+    part.write_bytes(bytes(data))
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    assert list_fragments(str(tmp_path / "digits")) == first
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000))  # now it looks changed
+    with pytest.raises(DataError, match=r"part-2\.parquet"):
+        list_fragments(str(tmp_path / "digits"))
