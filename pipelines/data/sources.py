@@ -169,7 +169,11 @@ def check_data_source(config: DataConfig) -> None:
     if config.is_remote:
         return  # an object store is listed where the data streams (pipelines.data.streaming)
     path = config.local_path()
-    folder_ok = config.dataset in ("parquet", "image_folder") and path.is_dir()
+    # A folder of npz shards streams (pipelines.data.npz_shards); one file may load in memory.
+    folder_ok = path.is_dir() and (
+        config.dataset in ("parquet", "image_folder")
+        or (config.dataset == "npz" and config.streaming is not False)
+    )
     if not (path.is_file() or folder_ok):
         kind = "folder" if config.dataset == "image_folder" else "file"
         raise DataError(
@@ -197,6 +201,10 @@ def data_modality(config: DataConfig) -> str:
         return "image"
     if config.dataset in ("csv", "parquet"):
         return "text" if config.text_column else "tabular"
+    from pipelines.data.streaming import wants_streaming
+
+    if wants_streaming(config):  # streamed shards are 2-D x, checked as they are listed
+        return "tabular"
     return _modality_of(_npz_arrays(config)[0])
 
 
@@ -213,13 +221,13 @@ def dataset_task(config: DataConfig) -> str:
         return config.task
     if config.dataset == "image_folder":
         return "classification"
-    if config.dataset == "npz":
-        return _task_of(_npz_arrays(config)[1])
-    if config.dataset == "parquet":
+    if config.dataset in ("parquet", "npz"):
         from pipelines.data.streaming import first_file_labels, wants_streaming
 
         if wants_streaming(config):  # the label column of the first file decides
             return _task_of(first_file_labels(config))
+    if config.dataset == "npz":
+        return _task_of(_npz_arrays(config)[1])
     return _task_of(_column(_read_table(config), config.label_column, config))
 
 

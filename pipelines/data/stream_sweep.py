@@ -7,8 +7,9 @@ driver (:func:`~pipelines.data.streaming.fit_stream`) and hands trials a
 own shuffled order, through zero-CPU tasks pinned to its node, a bounded number at a time; the
 validation split is streamed the same way. Nothing but statistics passes through the driver.
 
-What streams today: numeric Parquet columns (a file, a folder of files, or a URI in an object
-store: ``data.endpoint`` and ``data.region`` as for ``storage``), for the torch and Keras
+What streams today: numeric Parquet columns and npz shards (:mod:`pipelines.data.npz_shards`),
+from a file, a folder of files, or a URI in an object store (``data.endpoint`` and
+``data.region`` as for ``storage``), for the torch and Keras
 trainables and the user's model builders, classes or regression targets, without a holdout.
 What does not yet is refused before any cluster work (exit 2), as are data URIs with
 credentials in them or with ``data.streaming: false``.
@@ -29,7 +30,8 @@ from pipelines.data.streaming import (
     StreamFit,
     fit_stream,
     iter_split,
-    list_fragments,
+    label_of,
+    listing_of,
     not_streamable,
     read_encoded,
     stream_fragments,
@@ -130,9 +132,9 @@ def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
         DataError: For missing, damaged or malformed data, naming file, row group and row.
 
     """
-    listing = list_fragments(config.source())
+    listing = listing_of(config)
     settings = {
-        "label": config.label_column,
+        "label": label_of(config),
         "features": config.feature_columns,
         "task": task,
         "val_fraction": config.val_fraction,
@@ -144,7 +146,7 @@ def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
     else:
         fit = fit_stream(
             listing,
-            label=config.label_column,
+            label=label_of(config),
             features=config.feature_columns,
             task=task,
             val_fraction=config.val_fraction,

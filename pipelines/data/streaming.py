@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from pipelines.config import DataConfig
+from pipelines.data import npz_shards
 from pipelines.errors import DataError
 from trainables.protocol import DataSpec
 
@@ -45,6 +46,9 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
+#: The streamed sources (``data.dataset``) and the suffix of their files.
+STREAMED_SUFFIX = {"parquet": ".parquet", "npz": ".npz"}
+
 #: Parquet sources larger than this (bytes as stored) stream unless ``data.streaming`` says
 #: otherwise: a sweep then holds no copy of them in the object store or in the driver.
 STREAM_ABOVE_BYTES = 1 << 30
@@ -52,8 +56,10 @@ STREAM_ABOVE_BYTES = 1 << 30
 
 def not_streamable(config: DataConfig) -> tuple[str, str] | None:
     """Return the key and rule that keep ``config``'s data from streaming yet, or None."""
-    if config.dataset != "parquet":
-        return "data.dataset", f"reads Parquet only for now, not {config.dataset!r}"
+    if config.dataset not in STREAMED_SUFFIX:
+        return "data.dataset", f"reads Parquet and npz shards only for now, not {config.dataset!r}"
+    if config.modality not in ("auto", "tabular"):
+        return "data.modality", f"streams tabular data only for now, not {config.modality}"
     if config.text_column:
         return "data.text_column", "streams numeric columns only for now, not text"
     if config.holdout_fraction > 0:
@@ -69,14 +75,26 @@ def wants_streaming(config: DataConfig) -> bool:
         return True  # only the streaming reader opens object stores
     if not_streamable(config) is not None or config.path is None:
         return False
-    return list_fragments(config.source()).size_bytes > STREAM_ABOVE_BYTES
+    if config.dataset == "npz" and config.local_path().is_dir():
+        return True  # the in-memory reader takes one file, not a folder of shards
+    return listing_of(config).size_bytes > STREAM_ABOVE_BYTES
+
+
+def listing_of(config: DataConfig) -> Listing:
+    """List ``config``'s streamed source: Parquet row groups, or npz shards."""
+    return list_fragments(config.source(), suffix=STREAMED_SUFFIX[config.dataset])
+
+
+def label_of(config: DataConfig) -> str:
+    """Return the label column of ``config``'s streamed source (always ``y`` for npz)."""
+    return npz_shards.LABEL if config.dataset == "npz" else config.label_column
 
 
 def first_file_labels(config: DataConfig) -> np.ndarray:
     """Return the label column of the first file only (what decides ``task: auto``)."""
-    listing = list_fragments(config.source())
+    listing = listing_of(config)
     first = [f for f in listing.fragments if f.path == listing.files[0][0]]
-    tables = [read_fragment(listing.source, f, (config.label_column,)) for f in first]
+    tables = [read_fragment(listing.source, f, (label_of(config),)) for f in first]
     return np.concatenate([np.asarray(t.column(0).to_numpy(zero_copy_only=False)) for t in tables])
 
 
@@ -141,16 +159,18 @@ def filesystem_of(source: str) -> tuple[Any, str]:
     return pyarrow.fs.LocalFileSystem(), source
 
 
-def list_fragments(source: str) -> Listing:
+def list_fragments(source: str, suffix: str = ".parquet") -> Listing:
     """List a Parquet file or folder (``*.parquet`` at any depth) and its row groups.
 
+    With ``suffix=".npz"``, a shard or folder of npz shards instead: one fragment a shard
+    (see :mod:`pipelines.data.npz_shards`).
+
     Raises:
-        DataError: If nothing is there, no file is Parquet, or a footer cannot be read.
+        DataError: If nothing is there, no file has the suffix, or a footer (a shard's
+            headers) cannot be read.
 
     """
-    import pyarrow as pa
     import pyarrow.fs
-    import pyarrow.parquet as pq
 
     fs, root = filesystem_of(source)
     info = fs.get_file_info(root)
@@ -159,29 +179,20 @@ def list_fragments(source: str) -> Listing:
     if info.type == pyarrow.fs.FileType.Directory:
         found = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
         infos = [
-            f for f in found if f.type == pyarrow.fs.FileType.File and f.path.endswith(".parquet")
+            f for f in found if f.type == pyarrow.fs.FileType.File and f.path.endswith(suffix)
         ]
     else:
         infos = [info]
     if not infos:
-        raise DataError(f"{source} holds no .parquet files", key="data.path", fix="add data")
+        raise DataError(f"{source} holds no {suffix} files", key="data.path", fix="add data")
     files, fragments, first_row = [], [], 0
     columns: tuple[str, ...] = ()
     for file in sorted(infos, key=lambda f: f.path):
         stamp = (source, file.path, int(file.size), int(file.mtime_ns or 0))
         if stamp not in _FOOTERS:
-            try:
-                with fs.open_input_file(file.path) as handle:
-                    metadata = pq.ParquetFile(handle).metadata
-            except (pa.ArrowException, OSError) as exc:
-                raise _damaged(file.path, None, exc) from None
             if len(_FOOTERS) >= _FOOTERS_KEPT:
                 _FOOTERS.clear()
-            groups = range(metadata.num_row_groups)
-            _FOOTERS[stamp] = (
-                tuple(metadata.schema.names),
-                tuple(metadata.row_group(group).num_rows for group in groups),
-            )
+            _FOOTERS[stamp] = _read_footer(fs, file.path)
         names, group_rows = _FOOTERS[stamp]
         columns = columns or names
         files.append(stamp[1:])
@@ -198,6 +209,23 @@ _FOOTERS: dict[tuple[str, str, int, int], tuple[tuple[str, ...], tuple[int, ...]
 _FOOTERS_KEPT = 100_000
 
 
+def _read_footer(fs: Any, path: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Return a file's column names and the rows of each of its fragments."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with fs.open_input_file(path) as handle:
+            if path.endswith(".npz"):
+                names, rows = npz_shards.shard_header(handle, path)
+                return names, (rows,)
+            metadata = pq.ParquetFile(handle).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(path, None, exc) from None
+    groups = range(metadata.num_row_groups)
+    return tuple(metadata.schema.names), tuple(metadata.row_group(g).num_rows for g in groups)
+
+
 def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> Any:
     """Read one fragment's ``columns`` as an Arrow table.
 
@@ -210,6 +238,13 @@ def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> An
     import pyarrow.parquet as pq
 
     fs, _ = filesystem_of(source)
+    if fragment.path.endswith(".npz"):
+        try:
+            with fs.open_input_file(fragment.path) as handle:
+                table = npz_shards.read_shard(handle, fragment.path, tuple(columns))
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged(fragment.path, None, exc) from None
+        return _checked_rows(table, fragment)
     try:
         with fs.open_input_file(fragment.path) as handle:
             # pre_buffer coalesces the row group's column chunks into a few large reads.
@@ -225,6 +260,10 @@ def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> An
             table = parquet.read_row_group(fragment.row_group, columns=list(columns))
     except (pa.ArrowException, OSError) as exc:
         raise _damaged(fragment.path, fragment.row_group, exc) from None
+    return _checked_rows(table, fragment)
+
+
+def _checked_rows(table: Any, fragment: Fragment) -> Any:
     if table.num_rows != fragment.rows:
         raise DataError(
             f"{fragment.path}, row group {fragment.row_group}: read {table.num_rows} rows, "

@@ -175,3 +175,15 @@ def test_data_parallel_ranks_split_a_streamed_epoch_between_them(tmp_path: Path)
         assert len(mine) == groups
         for got, expected in zip(mine, whole[rank::2], strict=False):
             np.testing.assert_array_equal(got, expected)
+
+
+def test_a_sweep_streams_a_folder_of_npz_shards(tmp_path: Path) -> None:
+    from tests.unit.test_npz_shards import _write_shards
+
+    _write_shards(tmp_path / "shards")
+    raw = _experiment(tmp_path / "shards")
+    raw["data"] = {"dataset": "npz", "path": str(tmp_path / "shards")}  # streams: a folder
+    raw["trainable"]["params"]["epochs"] = 1
+    raw["search"]["num_samples"] = 1
+    summary = run_sweep(raw, search_space=SPACE, progress=False)
+    assert summary.end_reasons["completed"] == 1 and summary.best_metric > 0.5
