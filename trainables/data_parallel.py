@@ -415,7 +415,16 @@ class Shard:
         self._data, self._rank, self._world_size = data, rank, world_size
 
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
-        """Return this rank's batches of the epoch (as many on every rank)."""
+        """Return this rank's batches of the epoch (as many on every rank).
+
+        Data that can deal each rank its own part of the epoch (streamed row groups: the
+        ``rank_batches`` method) does so; otherwise every rank reads the whole epoch.
+        """
+        own_part = getattr(self._data, "rank_batches", None)
+        if own_part is not None:
+            batches = own_part(epoch, batch_size, self._rank, self._world_size)
+            if batches is not None:
+                return batches  # type: ignore[no-any-return]
         return shard_batches(
             self._data.train_batches(epoch, batch_size), self._rank, self._world_size
         )

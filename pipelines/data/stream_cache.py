@@ -42,7 +42,7 @@ from pipelines.paths import tunepipe_home
 logger = logging.getLogger(__name__)
 
 #: Bumped when the encoding of streamed rows changes, so no older entry is read as current.
-STREAM_CACHE_VERSION = 1
+STREAM_CACHE_VERSION = 2
 #: Free disk a node keeps: a row group is not cached if the write would leave less.
 KEEP_FREE_BYTES = 1 << 30
 #: How reading a damaged ``.npz`` fails (zip, zlib, numpy header errors).

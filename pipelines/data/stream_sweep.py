@@ -33,12 +33,13 @@ from pipelines.data.streaming import (
     label_of,
     listing_of,
     not_streamable,
+    rank_share,
     read_encoded,
     stream_fragments,
     unwrapped,
     wants_streaming,
 )
-from pipelines.data.sweep_data import SweepData
+from pipelines.data.sweep_data import RankShare, SweepData
 from pipelines.errors import ConfigError
 from pipelines.uris import carries_credentials, redact
 from trainables.protocol import Batch
@@ -209,11 +210,19 @@ class StreamingSweepData(SweepData):
         assert self.fit is not None
         return self.fit
 
-    def epoch_source(self, *, seed: int, trial: int, epoch: int, cpus: int) -> Any:
+    def epoch_source(
+        self, *, seed: int, trial: int, epoch: int, cpus: int, only: list[int] | None = None
+    ) -> Any:
         """Return one epoch's row groups, read in a fresh order, before the transform step."""
         return stream_fragments(
-            self._fit, "train", order_seed=(seed, trial, epoch), concurrency=cpus
+            self._fit, "train", order_seed=(seed, trial, epoch), concurrency=cpus, only=only
         )
+
+    def rank_share(
+        self, *, seed: int, trial: int, epoch: int, rank: int, world: int, batch_size: int
+    ) -> RankShare | None:
+        """Deal the epoch's row groups to the ranks: each reads and augments its own only."""
+        return rank_share(self._fit, (seed, trial, epoch), rank, world, batch_size)
 
     def checked(self, blocks: Iterator[Batch]) -> Iterator[Batch]:
         """Re-raise a damaged row group met by a Ray Data task as the DataError it was."""

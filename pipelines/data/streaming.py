@@ -359,6 +359,8 @@ class StreamFit:
         val_fraction: The fraction that assigned the splits.
         row_cache: The folder where each node keeps the encoded row groups it read (see
             :mod:`pipelines.data.stream_cache`), or None to read the source every time.
+        train_rows: Training rows of each fragment, in listing order (how data-parallel
+            ranks share an epoch's fragments evenly: :func:`assign_fragments`).
 
     """
 
@@ -375,6 +377,7 @@ class StreamFit:
     num_val: int
     val_fraction: float
     row_cache: str | None = None
+    train_rows: tuple[int, ...] = ()
 
     def spec(self) -> DataSpec:
         """Return what a trainable needs to build its model for this data."""
@@ -408,6 +411,7 @@ class StreamFit:
             "num_train": self.num_train,
             "num_val": self.num_val,
             "val_fraction": self.val_fraction,
+            "train_rows": list(self.train_rows),
         }
 
     @classmethod
@@ -426,6 +430,7 @@ class StreamFit:
             num_train=int(fields["num_train"]),
             num_val=int(fields["num_val"]),
             val_fraction=float(fields["val_fraction"]),
+            train_rows=tuple(int(n) for n in fields["train_rows"]),
         )
 
     def encode(self, table: Any, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
@@ -546,12 +551,14 @@ def fit_stream(
     moments, targets = Moments(), Moments()
     classes: np.ndarray | None = None
     fractional, num_val, rows_read = False, 0, 0
+    train_rows: list[int] = []
     for fragment in listing.fragments:
         table = read_fragment(listing.source, fragment, (*names, label))
         x, labels = _features_and_labels(table, names, label, fragment)
         rows_read += len(x)
         val = in_validation(row_hash(x), val_fraction)
         num_val += int(val.sum())
+        train_rows.append(len(x) - int(val.sum()))
         moments.add(x[~val])
         if np.issubdtype(labels.dtype, np.number):
             targets.add(labels[~val].astype(np.float64))
@@ -587,6 +594,7 @@ def fit_stream(
         num_train=num_train,
         num_val=num_val,
         val_fraction=val_fraction,
+        train_rows=tuple(train_rows),
     )
 
 
@@ -629,13 +637,65 @@ def read_split(
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
 
 
+#: Fragments per rank below which data-parallel ranks do not split an epoch's fragments: with
+#: few, uneven fragments the ranks' shares differ, and every rank trains only as many batches
+#: as the smallest share holds. Below it, each rank reads the whole epoch and keeps every
+#: world_size-th batch instead.
+FRAGMENTS_PER_RANK = 8
+
+
+def assign_fragments(
+    order: Sequence[int], train_rows: Sequence[int], world: int
+) -> list[list[int]]:
+    """Deal an epoch's fragments (in ``order``) to ``world`` ranks, evening out their rows.
+
+    Each fragment in turn goes to the rank with the fewest training rows so far (the lowest
+    rank on a tie), so every rank computes the same deal from the same order.
+    """
+    shares: list[list[int]] = [[] for _ in range(world)]
+    rows = [0] * world
+    for fragment in order:
+        rank = rows.index(min(rows))
+        shares[rank].append(int(fragment))
+        rows[rank] += train_rows[fragment]
+    return shares
+
+
+def rank_share(
+    fit: StreamFit, order_seed: Sequence[int], rank: int, world: int, batch_size: int
+) -> tuple[list[int], int] | None:
+    """Return this rank's fragments of the epoch and the batches every rank trains on.
+
+    None when the ranks should not split the fragments (too few of them, or a fit without
+    per-fragment counts): each then reads the whole epoch and keeps its batches.
+    """
+    count = len(fit.listing.fragments)
+    if world <= 1 or count < FRAGMENTS_PER_RANK * world or len(fit.train_rows) != count:
+        return None
+    order = epoch_order(count, order_seed)
+    shares = assign_fragments(order, fit.train_rows, world)
+    batches = min(sum(fit.train_rows[i] for i in share) for share in shares) // batch_size
+    return shares[rank], batches
+
+
+def epoch_order(count: int, order_seed: Sequence[int]) -> list[int]:
+    """Return the order an epoch reads ``count`` fragments in (the same on every rank)."""
+    return [int(i) for i in np.random.default_rng(list(order_seed)).permutation(count)]
+
+
 def stream_fragments(
-    fit: StreamFit, split: str, *, order_seed: Sequence[int] | None = None, concurrency: int = 1
+    fit: StreamFit,
+    split: str,
+    *,
+    order_seed: Sequence[int] | None = None,
+    concurrency: int = 1,
+    only: Sequence[int] | None = None,
 ) -> Any:
     """Return a lazy Ray dataset of ``split``'s encoded rows (columns ``x``, ``y``, ``idx``).
 
     One zero-CPU task per fragment, pinned to this process's node (see the module docstring),
-    at most ``concurrency`` at once; ``order_seed`` shuffles the fragment order.
+    at most ``concurrency`` at once; ``order_seed`` shuffles the fragment order, and ``only``
+    (fragment indices, in the order given) reads those fragments alone.
 
     """
     import ray.data
@@ -643,9 +703,10 @@ def stream_fragments(
     from pipelines.data.sweep_data import on_this_node
 
     fragments = list(fit.listing.fragments)
-    if order_seed is not None:
-        order = np.random.default_rng(list(order_seed)).permutation(len(fragments))
-        fragments = [fragments[i] for i in order]
+    if only is not None:
+        fragments = [fragments[i] for i in only]
+    elif order_seed is not None:
+        fragments = [fragments[i] for i in epoch_order(len(fragments), order_seed)]
     items = [
         {"path": f.path, "row_group": f.row_group, "rows": f.rows, "first_row": f.first_row}
         for f in fragments

@@ -167,14 +167,24 @@ class SweepData:
         policy: AugmentPolicy,
         cpus: int,
         trial: int = 0,
+        share: RankShare | None = None,
     ) -> Iterator[Batch]:
-        """Stream one epoch of shuffled, freshly augmented training batches of ``batch_size``."""
+        """Stream one epoch of shuffled, freshly augmented training batches of ``batch_size``.
+
+        With ``share`` (:meth:`rank_share`), only a data-parallel rank's part of the epoch.
+        """
         import ray.data
 
         # Shuffling happens in the map_batches tasks, in parallel and vectorised: a fresh block
         # order and a fresh row order inside each block every epoch. Ray Data's local shuffle
         # buffer would do the same work row by row in the trial's own thread.
-        source = self.epoch_source(seed=seed, trial=trial, epoch=epoch, cpus=cpus)
+        source = self.epoch_source(
+            seed=seed,
+            trial=trial,
+            epoch=epoch,
+            cpus=cpus,
+            only=None if share is None else share[0],
+        )
         dataset = source.map_batches(
             transform_batch,
             fn_kwargs={
@@ -196,11 +206,28 @@ class SweepData:
         blocks = dataset.iter_batches(
             batch_size=None, batch_format="numpy", prefetch_batches=PREFETCH_BLOCKS
         )
-        return rebatch(self.checked(blocks), batch_size)
+        batches = rebatch(self.checked(blocks), batch_size)
+        return batches if share is None else first_batches(batches, share[1])
 
-    def epoch_source(self, *, seed: int, trial: int, epoch: int, cpus: int) -> Any:
-        """Return one epoch's training blocks, in a fresh order, before the transform step."""
+    def epoch_source(
+        self, *, seed: int, trial: int, epoch: int, cpus: int, only: list[int] | None = None
+    ) -> Any:
+        """Return one epoch's training blocks, in a fresh order, before the transform step.
+
+        ``only`` (a rank's fragments of a streamed source) is never given here: see
+        :meth:`rank_share`.
+        """
         return self.train.randomize_block_order(seed=_mix(seed, trial, epoch))
+
+    def rank_share(
+        self, *, seed: int, trial: int, epoch: int, rank: int, world: int, batch_size: int
+    ) -> RankShare | None:
+        """Return a data-parallel rank's own part of an epoch, or None to shard whole batches.
+
+        In memory, every rank reads the whole epoch and keeps every ``world``-th batch: blocks
+        in the object store cost little to read twice. A streamed source overrides this.
+        """
+        return None
 
     def checked(self, blocks: Iterator[Batch]) -> Iterator[Batch]:
         """Pass the transformed blocks on (a source that can fault mid-stream checks here)."""
@@ -254,6 +281,29 @@ class TrialStream:
 
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
         """Stream one epoch of the trial's shuffled, freshly augmented training batches."""
+        return self._train_batches(epoch, batch_size, None)
+
+    def rank_batches(
+        self, epoch: int, batch_size: int, rank: int, world: int
+    ) -> Iterator[Batch] | None:
+        """Stream a data-parallel rank's own part of the epoch, as many batches on every rank.
+
+        None where the data has no such parts (see :meth:`SweepData.rank_share`): the rank
+        then keeps every ``world``-th batch of the whole epoch.
+        """
+        share = self.data.rank_share(
+            seed=self.seed,
+            trial=self.trial,
+            epoch=epoch,
+            rank=rank,
+            world=world,
+            batch_size=batch_size,
+        )
+        return None if share is None else self._train_batches(epoch, batch_size, share)
+
+    def _train_batches(
+        self, epoch: int, batch_size: int, share: RankShare | None
+    ) -> Iterator[Batch]:
         device = None if self.policy.is_identity else self.augment_on
         batches = self.data.train_batches(
             batch_size=batch_size,
@@ -263,6 +313,7 @@ class TrialStream:
             policy=self.policy if device is None else AugmentPolicy(self.policy.modality),
             cpus=self.cpus,
             trial=self.trial,
+            share=share,
         )
         if device is None:
             return batches
@@ -323,6 +374,23 @@ def _cuda_usable() -> bool:
     from pipelines.augment.image_torch import cuda_usable
 
     return cuda_usable()
+
+
+#: A data-parallel rank's part of an epoch: its fragments, and how many batches each rank takes.
+RankShare = tuple[list[int], int]
+
+
+def first_batches(batches: Iterator[Batch], count: int) -> Iterator[Batch]:
+    """Yield the first ``count`` batches, then close the stream (its Ray Data reads stop)."""
+    try:
+        for taken, batch in enumerate(batches):
+            if taken == count:
+                return
+            yield batch
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def rebatch(blocks: Iterable[Batch], batch_size: int) -> Iterator[Batch]:

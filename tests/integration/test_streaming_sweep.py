@@ -187,3 +187,32 @@ def test_a_sweep_streams_a_folder_of_npz_shards(tmp_path: Path) -> None:
     raw["search"]["num_samples"] = 1
     summary = run_sweep(raw, search_space=SPACE, progress=False)
     assert summary.end_reasons["completed"] == 1 and summary.best_metric > 0.5
+
+
+def test_data_parallel_ranks_each_read_only_their_own_row_groups(tmp_path: Path) -> None:
+    """With enough row groups, each rank streams and augments its own, as many batches each."""
+    from collections import Counter
+
+    from pipelines.data import materialise
+    from pipelines.data.streaming import rank_share, read_encoded
+    from tests.unit.test_streaming import _write_digits
+    from trainables.data_parallel import Shard
+
+    _write_digits(tmp_path / "digits", files=3, row_group_size=50)  # 36 row groups
+    raw = _experiment(tmp_path / "digits", streaming=True, label_column="label")
+    fit, _ = prepare_source(load_config_dict(raw).data)
+    data = materialise(fit, cache_hit=False, cpus_per_trial=1)
+    for rank in (0, 1):
+        stream = data.for_trial({"seed": 5}, trial=1, cpus=1)
+        mine = list(Shard(stream, rank, 2).train_batches(3, 64))
+        share = rank_share(fit, (5, 1, 3), rank, 2, 64)
+        assert share is not None and len(mine) == share[1] > 0
+        assert all(len(b["y"]) == 64 for b in mine)
+        # Every row it trained on comes from its own row groups, each row at most once.
+        own = Counter(
+            row.tobytes()
+            for i in share[0]
+            for row in read_encoded(fit, fit.listing.fragments[i], "train")["x"]
+        )
+        seen = Counter(row.tobytes() for b in mine for row in np.asarray(b["x"]))
+        assert not seen - own

@@ -217,3 +217,30 @@ def test_a_second_listing_reads_no_footer_of_an_unchanged_file(tmp_path: Path) -
     os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000))  # now it looks changed
     with pytest.raises(DataError, match=r"part-2\.parquet"):
         list_fragments(str(tmp_path / "digits"))
+
+
+def test_ranks_are_dealt_an_epochs_row_groups_evenly_and_identically() -> None:
+    from pipelines.data.streaming import assign_fragments
+
+    rows = [100, 90, 80, 10, 10, 10, 95, 5]
+    order = [6, 0, 1, 2, 3, 4, 5, 7]
+    shares = assign_fragments(order, rows, 2)
+    assert shares == assign_fragments(order, rows, 2)  # every rank computes the same deal
+    assert sorted(shares[0] + shares[1]) == list(range(8))
+    totals = [sum(rows[i] for i in share) for share in shares]
+    assert abs(totals[0] - totals[1]) <= max(rows)
+    assert totals == [200, 200]
+
+
+def test_ranks_share_fragments_only_when_there_are_enough_of_them(tmp_path: Path) -> None:
+    from pipelines.data.streaming import FRAGMENTS_PER_RANK, rank_share
+
+    _write_digits(tmp_path / "digits", files=3, row_group_size=50)  # 36 row groups
+    fit = fit_stream(list_fragments(str(tmp_path / "digits")), label="label")
+    assert sum(fit.train_rows) == fit.num_train and len(fit.train_rows) == 36
+    shares = [rank_share(fit, (0, 1, 2), rank, 2, 64) for rank in (0, 1)]
+    assert shares[0] is not None and shares[1] is not None
+    assert not set(shares[0][0]) & set(shares[1][0])
+    assert shares[0][1] == shares[1][1] >= (fit.num_train // 2 - 50) // 64
+    assert rank_share(fit, (0, 1, 2), 0, 36 // FRAGMENTS_PER_RANK + 1, 64) is None
+    assert rank_share(fit, (0, 1, 2), 0, 1, 64) is None
