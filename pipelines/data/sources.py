@@ -169,10 +169,10 @@ def check_data_source(config: DataConfig) -> None:
     if config.is_remote:
         return  # an object store is listed where the data streams (pipelines.data.streaming)
     path = config.local_path()
-    # A folder of npz shards streams (pipelines.data.npz_shards); one file may load in memory.
+    # A folder of npz shards or CSV files streams; one file may load in memory.
     folder_ok = path.is_dir() and (
         config.dataset in ("parquet", "image_folder")
-        or (config.dataset == "npz" and config.streaming is not False)
+        or (config.dataset in ("npz", "csv") and config.streaming is not False)
     )
     if not (path.is_file() or folder_ok):
         kind = "folder" if config.dataset == "image_folder" else "file"
@@ -221,7 +221,7 @@ def dataset_task(config: DataConfig) -> str:
         return config.task
     if config.dataset == "image_folder":
         return "classification"
-    if config.dataset in ("parquet", "npz"):
+    if config.dataset in ("parquet", "npz", "csv"):
         from pipelines.data.streaming import first_file_labels, wants_streaming
 
         if wants_streaming(config):  # the label column of the first file decides

@@ -7,7 +7,8 @@ driver (:func:`~pipelines.data.streaming.fit_stream`) and hands trials a
 own shuffled order, through zero-CPU tasks pinned to its node, a bounded number at a time; the
 validation split is streamed the same way. Nothing but statistics passes through the driver.
 
-What streams today: numeric Parquet columns and npz shards (:mod:`pipelines.data.npz_shards`),
+What streams today: numeric Parquet and CSV columns (:mod:`pipelines.data.csv_files`) and npz
+shards (:mod:`pipelines.data.npz_shards`),
 from a file, a folder of files, or a URI in an object store (``data.endpoint`` and
 ``data.region`` as for ``storage``), for the torch and Keras
 trainables and the user's model builders, classes or regression targets, without a holdout.

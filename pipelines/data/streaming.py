@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from pipelines.config import DataConfig
-from pipelines.data import npz_shards
+from pipelines.data import csv_files, npz_shards
 from pipelines.errors import DataError
 from trainables.protocol import DataSpec
 
@@ -47,7 +47,7 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 #: The streamed sources (``data.dataset``) and the suffix of their files.
-STREAMED_SUFFIX = {"parquet": ".parquet", "npz": ".npz"}
+STREAMED_SUFFIX = {"parquet": ".parquet", "npz": ".npz", "csv": ".csv"}
 
 #: Parquet sources larger than this (bytes as stored) stream unless ``data.streaming`` says
 #: otherwise: a sweep then holds no copy of them in the object store or in the driver.
@@ -57,7 +57,7 @@ STREAM_ABOVE_BYTES = 1 << 30
 def not_streamable(config: DataConfig) -> tuple[str, str] | None:
     """Return the key and rule that keep ``config``'s data from streaming yet, or None."""
     if config.dataset not in STREAMED_SUFFIX:
-        return "data.dataset", f"reads Parquet and npz shards only for now, not {config.dataset!r}"
+        return "data.dataset", f"reads Parquet, CSV and npz shards only, not {config.dataset!r}"
     if config.modality not in ("auto", "tabular"):
         return "data.modality", f"streams tabular data only for now, not {config.modality}"
     if config.text_column:
@@ -75,8 +75,8 @@ def wants_streaming(config: DataConfig) -> bool:
         return True  # only the streaming reader opens object stores
     if not_streamable(config) is not None or config.path is None:
         return False
-    if config.dataset == "npz" and config.local_path().is_dir():
-        return True  # the in-memory reader takes one file, not a folder of shards
+    if config.dataset in ("npz", "csv") and config.local_path().is_dir():
+        return True  # the in-memory reader takes one file, not a folder of them
     return listing_of(config).size_bytes > STREAM_ABOVE_BYTES
 
 
@@ -219,6 +219,9 @@ def _read_footer(fs: Any, path: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
             if path.endswith(".npz"):
                 names, rows = npz_shards.shard_header(handle, path)
                 return names, (rows,)
+            if path.endswith(".csv"):
+                names, rows = csv_files.csv_header(handle, path)
+                return names, (rows,)
             metadata = pq.ParquetFile(handle).metadata
     except (pa.ArrowException, OSError) as exc:
         raise _damaged(path, None, exc) from None
@@ -238,10 +241,11 @@ def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> An
     import pyarrow.parquet as pq
 
     fs, _ = filesystem_of(source)
-    if fragment.path.endswith(".npz"):
+    if fragment.path.endswith((".npz", ".csv")):
+        read = npz_shards.read_shard if fragment.path.endswith(".npz") else csv_files.read_csv_file
         try:
             with fs.open_input_file(fragment.path) as handle:
-                table = npz_shards.read_shard(handle, fragment.path, tuple(columns))
+                table = read(handle, fragment.path, tuple(columns))
         except (pa.ArrowException, OSError) as exc:
             raise _damaged(fragment.path, None, exc) from None
         return _checked_rows(table, fragment)
@@ -264,14 +268,22 @@ def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> An
 
 
 def _checked_rows(table: Any, fragment: Fragment) -> Any:
-    if table.num_rows != fragment.rows:
+    if table.num_rows == fragment.rows:
+        return table
+    if fragment.path.endswith(".csv"):
         raise DataError(
-            f"{fragment.path}, row group {fragment.row_group}: read {table.num_rows} rows, "
-            f"the footer says {fragment.rows}",
+            f"{fragment.path}: parsed {table.num_rows} records, but it has {fragment.rows} "
+            "lines after its header",
             key="data.path",
-            fix="restore an intact copy of the file",
+            fix="remove blank lines and line breaks inside quoted values (a streamed CSV holds "
+            "one record a line)",
         )
-    return table
+    raise DataError(
+        f"{fragment.path}, row group {fragment.row_group}: read {table.num_rows} rows, "
+        f"the footer says {fragment.rows}",
+        key="data.path",
+        fix="restore an intact copy of the file",
+    )
 
 
 def _damaged(path: str, row_group: int | None, exc: BaseException) -> DataError:

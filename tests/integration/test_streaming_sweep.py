@@ -99,7 +99,7 @@ def load_config_dict(raw: dict[str, Any]) -> Any:
 @pytest.mark.parametrize(
     ("data", "key"),
     [
-        ({"dataset": "csv"}, "data.dataset"),
+        ({"dataset": "image_folder"}, "data.dataset"),
         ({"holdout_fraction": 0.1}, "data.holdout_fraction"),
         ({"text_column": "p0"}, "data.text_column"),
     ],
@@ -108,9 +108,6 @@ def test_what_does_not_stream_yet_is_refused_before_any_cluster_work(
     tmp_path: Path, data: dict[str, Any], key: str
 ) -> None:
     folder = _digits_folder(tmp_path / "digits")
-    if data.get("dataset") == "csv":
-        (tmp_path / "digits.csv").write_text("p0,digit\n1,0\n2,1\n")
-        data = {**data, "path": str(tmp_path / "digits.csv")}
     config = load_config_dict(_experiment(folder, streaming=True, **data))
     with pytest.raises(ConfigError) as refused:
         plan_sweep(config)
@@ -177,18 +174,6 @@ def test_data_parallel_ranks_split_a_streamed_epoch_between_them(tmp_path: Path)
             np.testing.assert_array_equal(got, expected)
 
 
-def test_a_sweep_streams_a_folder_of_npz_shards(tmp_path: Path) -> None:
-    from tests.unit.test_npz_shards import _write_shards
-
-    _write_shards(tmp_path / "shards")
-    raw = _experiment(tmp_path / "shards")
-    raw["data"] = {"dataset": "npz", "path": str(tmp_path / "shards")}  # streams: a folder
-    raw["trainable"]["params"]["epochs"] = 1
-    raw["search"]["num_samples"] = 1
-    summary = run_sweep(raw, search_space=SPACE, progress=False)
-    assert summary.end_reasons["completed"] == 1 and summary.best_metric > 0.5
-
-
 def test_data_parallel_ranks_each_read_only_their_own_row_groups(tmp_path: Path) -> None:
     """With enough row groups, each rank streams and augments its own, as many batches each."""
     from collections import Counter
@@ -216,3 +201,17 @@ def test_data_parallel_ranks_each_read_only_their_own_row_groups(tmp_path: Path)
         )
         seen = Counter(row.tobytes() for b in mine for row in np.asarray(b["x"]))
         assert not seen - own
+
+
+@pytest.mark.parametrize("dataset", ["csv", "npz"])
+def test_a_sweep_streams_a_folder_of_csv_files_or_npz_shards(tmp_path: Path, dataset: str) -> None:
+    from tests.unit.test_csv_files import _write_csvs
+    from tests.unit.test_npz_shards import _write_shards
+
+    (_write_csvs if dataset == "csv" else _write_shards)(tmp_path / "files")
+    raw = _experiment(tmp_path / "files")
+    raw["data"] = {"dataset": dataset, "path": str(tmp_path / "files")}  # streams: a folder
+    raw["trainable"]["params"]["epochs"] = 1
+    raw["search"]["num_samples"] = 1
+    summary = run_sweep(raw, search_space=SPACE, progress=False)
+    assert summary.end_reasons["completed"] == 1 and summary.best_metric > 0.5
