@@ -108,6 +108,8 @@ class Fragment:
         rows: Rows in the row group, from the footer.
         first_row: Position of its first row in the whole listing (row ids are these
             positions: stable while the files are).
+        offset: Where a CSV fragment's bytes start in its file (its header aside).
+        length: How many bytes it has (-1: the whole row group or file).
 
     """
 
@@ -115,6 +117,8 @@ class Fragment:
     row_group: int
     rows: int
     first_row: int
+    offset: int = 0
+    length: int = -1
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,13 @@ class Listing:
         return sum(size for _, size, _ in self.files)
 
     def fingerprint(self) -> str:
-        """Return a hash of the listing: each file's path, size and modification time."""
-        payload = json.dumps([self.source, list(self.files)], sort_keys=True)
+        """Return a hash of the listing: each file's path, size and modification time.
+
+        CSV files also bring where their fragments start and end, which decide which rows a
+        cached fragment holds.
+        """
+        spans = [[f.offset, f.length] for f in self.fragments if f.length >= 0]
+        payload = json.dumps([self.source, list(self.files), *([spans] if spans else [])])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -193,11 +202,11 @@ def list_fragments(source: str, suffix: str = ".parquet") -> Listing:
             if len(_FOOTERS) >= _FOOTERS_KEPT:
                 _FOOTERS.clear()
             _FOOTERS[stamp] = _read_footer(fs, file.path)
-        names, group_rows = _FOOTERS[stamp]
+        names, spans = _FOOTERS[stamp]
         columns = columns or names
         files.append(stamp[1:])
-        for group, rows in enumerate(group_rows):
-            fragments.append(Fragment(file.path, group, rows, first_row))
+        for group, (offset, length, rows) in enumerate(spans):
+            fragments.append(Fragment(file.path, group, rows, first_row, offset, length))
             first_row += rows
     return Listing(source, tuple(files), tuple(fragments), columns)
 
@@ -205,12 +214,15 @@ def list_fragments(source: str, suffix: str = ".parquet") -> Listing:
 #: Footers already read by this process, by (source, path, size, mtime): a sweep lists its
 #: source up to three times (the size check, the fit, ``task: auto``), and on an object store
 #: each footer is a request. The key is the fingerprint's, so a rewritten file is read again.
-_FOOTERS: dict[tuple[str, str, int, int], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+_FOOTERS: dict[tuple[str, str, int, int], tuple[tuple[str, ...], list[csv_files.Span]]] = {}
 _FOOTERS_KEPT = 100_000
 
 
-def _read_footer(fs: Any, path: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Return a file's column names and the rows of each of its fragments."""
+def _read_footer(fs: Any, path: str) -> tuple[tuple[str, ...], list[csv_files.Span]]:
+    """Return a file's column names and each fragment's ``(offset, length, rows)``.
+
+    Offsets and lengths are bytes for CSV ranges, ``(0, -1)`` for row groups and shards.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -218,15 +230,18 @@ def _read_footer(fs: Any, path: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
         with fs.open_input_file(path) as handle:
             if path.endswith(".npz"):
                 names, rows = npz_shards.shard_header(handle, path)
-                return names, (rows,)
+                return names, [(0, -1, rows)]
             if path.endswith(".csv"):
-                names, rows = csv_files.csv_header(handle, path)
-                return names, (rows,)
+                return csv_files.csv_layout(handle, path, CSV_RANGE_BYTES)
             metadata = pq.ParquetFile(handle).metadata
     except (pa.ArrowException, OSError) as exc:
         raise _damaged(path, None, exc) from None
     groups = range(metadata.num_row_groups)
-    return tuple(metadata.schema.names), tuple(metadata.row_group(g).num_rows for g in groups)
+    return tuple(metadata.schema.names), [(0, -1, metadata.row_group(g).num_rows) for g in groups]
+
+
+#: The least bytes of a CSV fragment (a module attribute, so tests can cut small files).
+CSV_RANGE_BYTES = csv_files.RANGE_BYTES
 
 
 def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> Any:
@@ -242,10 +257,14 @@ def read_fragment(source: str, fragment: Fragment, columns: Sequence[str]) -> An
 
     fs, _ = filesystem_of(source)
     if fragment.path.endswith((".npz", ".csv")):
-        read = npz_shards.read_shard if fragment.path.endswith(".npz") else csv_files.read_csv_file
         try:
             with fs.open_input_file(fragment.path) as handle:
-                table = read(handle, fragment.path, tuple(columns))
+                if fragment.path.endswith(".npz"):
+                    table = npz_shards.read_shard(handle, fragment.path, tuple(columns))
+                else:
+                    table = csv_files.read_csv_range(
+                        handle, fragment.path, tuple(columns), fragment.offset, fragment.length
+                    )
         except (pa.ArrowException, OSError) as exc:
             raise _damaged(fragment.path, None, exc) from None
         return _checked_rows(table, fragment)
@@ -271,9 +290,10 @@ def _checked_rows(table: Any, fragment: Fragment) -> Any:
     if table.num_rows == fragment.rows:
         return table
     if fragment.path.endswith(".csv"):
+        end = fragment.offset + fragment.length
         raise DataError(
-            f"{fragment.path}: parsed {table.num_rows} records, but it has {fragment.rows} "
-            "lines after its header",
+            f"{fragment.path}, bytes {fragment.offset}-{end}: parsed {table.num_rows} records "
+            f"from {fragment.rows} lines",
             key="data.path",
             fix="remove blank lines and line breaks inside quoted values (a streamed CSV holds "
             "one record a line)",
@@ -641,10 +661,9 @@ def read_split(
 ) -> dict[str, np.ndarray]:
     """Map function of :func:`stream_fragments`: read the batch's fragments, keep ``split``."""
     pieces = []
-    for path, group, rows, first in zip(
-        batch["path"], batch["row_group"], batch["rows"], batch["first_row"], strict=True
-    ):
-        fragment = Fragment(str(path), int(group), int(rows), int(first))
+    columns = ("path", "row_group", "rows", "first_row", "offset", "length")
+    for path, *numbers in zip(*(batch[name] for name in columns), strict=True):
+        fragment = Fragment(str(path), *(int(n) for n in numbers))
         pieces.append(read_encoded(fit, fragment, split))
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
 
@@ -720,7 +739,14 @@ def stream_fragments(
     elif order_seed is not None:
         fragments = [fragments[i] for i in epoch_order(len(fragments), order_seed)]
     items = [
-        {"path": f.path, "row_group": f.row_group, "rows": f.rows, "first_row": f.first_row}
+        {
+            "path": f.path,
+            "row_group": f.row_group,
+            "rows": f.rows,
+            "first_row": f.first_row,
+            "offset": f.offset,
+            "length": f.length,
+        }
         for f in fragments
     ]
     fragment_items: Any = ray.data.from_items(items, override_num_blocks=len(items))

@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from pipelines.config import DataConfig
-from pipelines.data import prepare_source
+from pipelines.data import prepare_source, streaming
 from pipelines.data.streaming import StreamFit, fit_stream, list_fragments, read_encoded
 from pipelines.errors import DataError
 from tests.unit.test_streaming import _write_digits
@@ -53,14 +53,15 @@ def test_a_folder_of_csv_files_streams_and_a_last_line_without_an_end_counts(
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("short record", r"part-1\.csv: cannot read a record \(CSV parse error"),
-        ("blank line", r"part-1\.csv: parsed 598 records, but it has 599 lines"),
-        ("quoted line break", r"part-1\.csv: parsed 598 records, but it has 599 lines"),
+        ("short record", r"part-1\.csv, bytes \d+-\d+: cannot read a record \(CSV parse error"),
+        ("blank line", r"part-1\.csv, bytes \d+-\d+: parsed \d+ records from \d+ lines"),
+        ("quoted line break", r"part-1\.csv, bytes \d+-\d+: parsed \d+ records from \d+ lines"),
     ],
 )
-def test_a_bad_record_mid_folder_is_an_error_naming_the_file(
-    tmp_path: Path, damage: str, message: str
+def test_a_bad_record_mid_folder_is_an_error_naming_the_file_and_bytes(
+    tmp_path: Path, damage: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(streaming, "CSV_RANGE_BYTES", 16 << 10)  # several ranges a file
     _write_csvs(tmp_path / "csv")
     part = tmp_path / "csv" / "part-1.csv"
     lines = part.read_text().splitlines()
@@ -74,3 +75,27 @@ def test_a_bad_record_mid_folder_is_an_error_naming_the_file(
     part.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=message):
         fit_stream(list_fragments(str(tmp_path / "csv"), suffix=".csv"), label="label")
+
+
+@pytest.mark.parametrize("range_kib", [1, 7, 64, 4096])
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_ranges_of_whole_lines_hold_every_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, range_kib: int, ending: str
+) -> None:
+    """Cut anywhere, with or without a last line end, the ranges parse to the file's rows."""
+    monkeypatch.setattr(streaming, "CSV_RANGE_BYTES", range_kib << 10)
+    x, y = load_digits(return_X_y=True)
+    header = ",".join([*(f"p{i}" for i in range(64)), "label"])
+    lines = [",".join([*(f"{v:g}" for v in x[r]), str(y[r])]) for r in range(700)]
+    newline = ending or "\n"
+    (tmp_path / "one.csv").write_bytes((newline.join([header, *lines]) + ending).encode())
+    listing = list_fragments(str(tmp_path / "one.csv"), suffix=".csv")
+    assert listing.rows == 700
+    if range_kib == 4096:
+        assert len(listing.fragments) == 1
+    if range_kib == 1:  # ~150-byte records: about 7 a range
+        assert len(listing.fragments) >= 90
+    fit = fit_stream(listing, label="label")
+    rows = [read_encoded(fit, f, split) for f in listing.fragments for split in ("train", "val")]
+    idx = np.sort(np.concatenate([r["idx"] for r in rows]))
+    np.testing.assert_array_equal(idx, np.arange(700))
