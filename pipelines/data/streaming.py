@@ -1,8 +1,10 @@
-"""Parquet data read in pieces: the foundation of sweeps on data larger than memory.
+"""Data read in pieces: the foundation of sweeps on data larger than memory.
 
-The unit of work is a :class:`Fragment`, one row group of one file. The driver lists the
-fragments once from the files' footers (no data read), fits the preprocessing in one pass that
-holds one row group at a time (:func:`fit_stream`), and every reader afterwards streams
+The unit of work is a :class:`Fragment`: one row group of a Parquet file, one range of whole
+lines of a CSV file (:mod:`pipelines.data.csv_files`) or one npz shard
+(:mod:`pipelines.data.npz_shards`). The driver lists the fragments once from the files' footers
+(no data read; CSV files are read once to count their lines), fits the preprocessing in one
+pass that holds one fragment at a time (:func:`fit_stream`), and every reader afterwards streams
 fragments (:func:`stream_fragments`): a Ray dataset whose items are fragments and whose
 ``map_batches`` tasks read, split and encode them.
 
@@ -100,12 +102,12 @@ def first_file_labels(config: DataConfig) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Fragment:
-    """One row group of one Parquet file, the smallest piece a reader streams.
+    """One row group, CSV range or npz shard: the smallest piece a reader streams.
 
     Attributes:
         path: The file, as the filesystem names it (no scheme).
-        row_group: The row group's index in the file.
-        rows: Rows in the row group, from the footer.
+        row_group: The fragment's index in the file (a row group's, a CSV range's).
+        rows: Rows in the fragment, from the footer (or the count of a CSV range's lines).
         first_row: Position of its first row in the whole listing (row ids are these
             positions: stable while the files are).
         offset: Where a CSV fragment's bytes start in its file (its header aside).
