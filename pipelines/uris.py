@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from pipelines.errors import ConfigError
+
 #: S3-compatible stores take any region; without one pyarrow asks AWS where the bucket lives.
 DEFAULT_REGION = "us-east-1"
 #: Query keys of a pyarrow URI that are secrets.
@@ -47,6 +49,22 @@ def carries_credentials(uri: str) -> bool:
     parts = urlsplit(uri)
     secrets = any(key in _SECRET_KEYS for key, _ in parse_qsl(parts.query))
     return bool(parts.username or parts.password or secrets)
+
+
+def refuse_credentials(uri: str, key: str) -> None:
+    """Refuse a URI that carries credentials (see :func:`carries_credentials`).
+
+    Raises:
+        ConfigError: Naming ``key``, without the URI in the message.
+
+    """
+    if carries_credentials(uri):
+        raise ConfigError(
+            f"{key} carries credentials; they would be recorded with the sweep",
+            key=key,
+            fix="remove them and set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment "
+            "of the driver and of every Ray node",
+        )
 
 
 def redact(uri: str) -> str:

@@ -8,9 +8,8 @@ own shuffled order, through zero-CPU tasks pinned to its node, a bounded number 
 validation split is streamed the same way. Nothing but statistics passes through the driver.
 
 What streams today: numeric Parquet and CSV columns (:mod:`pipelines.data.csv_files`) and npz
-shards (:mod:`pipelines.data.npz_shards`),
-from a file, a folder of files, or a URI in an object store (``data.endpoint`` and
-``data.region`` as for ``storage``), for the torch and Keras
+shards (:mod:`pipelines.data.npz_shards`), from a file, a folder of files, or a URI in an object
+store (``data.endpoint`` and ``data.region`` as for ``storage``), for the torch and Keras
 trainables and the user's model builders, classes or regression targets, without a holdout.
 What does not yet is refused before any cluster work (exit 2), as are data URIs with
 credentials in them or with ``data.streaming: false``.
@@ -42,7 +41,7 @@ from pipelines.data.streaming import (
 )
 from pipelines.data.sweep_data import RankShare, SweepData
 from pipelines.errors import ConfigError
-from pipelines.uris import carries_credentials, redact
+from pipelines.uris import redact, refuse_credentials
 from trainables.protocol import Batch
 
 
@@ -80,13 +79,7 @@ def check_streaming(config: DataConfig) -> None:
 def _check_data_uri(config: DataConfig) -> None:
     """Refuse a data URI with credentials in it, one pyarrow cannot open, or one not streamed."""
     uri = str(config.path)
-    if carries_credentials(uri):
-        raise ConfigError(
-            "data.path carries credentials; they would be recorded with the sweep",
-            key="data.path",
-            fix="remove them and set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment "
-            "of the driver and of every Ray node",
-        )
+    refuse_credentials(uri, "data.path")
     if config.streaming is False:
         raise ConfigError(
             "data in an object store is streamed, never loaded into memory",
@@ -135,7 +128,8 @@ def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
 
     """
     listing = listing_of(config)
-    settings = {
+    # What the fit depends on besides the listing: its key, and fit_stream's arguments.
+    settings: dict[str, Any] = {
         "label": label_of(config),
         "features": config.feature_columns,
         "task": task,
@@ -143,16 +137,11 @@ def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
     }
     key = fit_key(listing.fingerprint(), settings)
     cached = load_fit(key) if config.cache else None
-    if cached is not None:
-        fit = StreamFit.from_fields(listing, cached)
-    else:
-        fit = fit_stream(
-            listing,
-            label=label_of(config),
-            features=config.feature_columns,
-            task=task,
-            val_fraction=config.val_fraction,
-        )
+    fit = (
+        StreamFit.from_fields(listing, cached)
+        if cached is not None
+        else fit_stream(listing, **settings)
+    )
     if not config.cache:
         return fit, False
     if cached is None:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipelines.config import StorageConfig
 from pipelines.errors import ConfigError
-from pipelines.uris import carries_credentials, redact, with_endpoint
+from pipelines.uris import redact, refuse_credentials, with_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +66,7 @@ def filesystem(uri: str) -> tuple[Any, str]:
 
 def check_storage(storage: StorageConfig) -> None:
     """Check at plan time that the storage names something pyarrow can open (no I/O yet)."""
-    if carries_credentials(storage.path):
-        raise ConfigError(
-            "storage.path carries credentials; they would be recorded with the sweep",
-            key="storage.path",
-            fix="remove them and set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment "
-            "of the driver and of every Ray node",
-        )
+    refuse_credentials(storage.path, "storage.path")
     if storage.endpoint is not None and not storage.path.startswith("s3://"):
         raise ConfigError(
             "storage.endpoint is only for s3:// storage",
