@@ -24,7 +24,6 @@ column plus numeric feature columns, or one text column), and ``image_folder``
 
 from __future__ import annotations
 
-import struct
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -34,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import DataConfig
+from pipelines.data.image_files import decode_image, refuse_non_image
 from pipelines.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 #: How reading a truncated or bit-flipped .npz fails, as seen by flipping every byte of real
 #: files: zip structure (BadZipFile, EOFError), a flipped compression method or flag
 #: (NotImplementedError, RuntimeError: both RuntimeError), deflate data (zlib.error), the
@@ -50,9 +49,6 @@ _NPZ_DAMAGE = (
     zipfile.BadZipFile,
     zlib.error,
 )
-#: The same for an image file, besides PIL's OSError: a broken PNG chunk (SyntaxError), bad
-#: sizes (ValueError, struct.error), a flipped size field that claims a decompression bomb.
-_IMAGE_DAMAGE = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -452,8 +448,6 @@ def _check_finite(x: np.ndarray, what: str, config: DataConfig) -> None:
 
 def _load_image_folder(config: DataConfig) -> RawData:
     """Read ``<path>/<class>/<image>`` files; every file must decode (none is skipped)."""
-    from PIL import Image, UnidentifiedImageError
-
     folder = config.local_path()
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files = [
@@ -469,37 +463,13 @@ def _load_image_folder(config: DataConfig) -> RawData:
             fix="lay the images out as <path>/<class name>/<image file>",
         )
     images: list[np.ndarray] = []
-    mode, size = None, config.image_size
+    mode: str | None = None
+    size = (config.image_size[0], config.image_size[1]) if config.image_size else None
     for path, _ in files:
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(
-                f"{path} is not an image file",
-                key="data.path",
-                fix=f"keep only images ({', '.join(IMAGE_SUFFIXES)}) in the class folders",
-            )
-        try:
-            with Image.open(path) as image:
-                image.load()
-                mode = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-                picture = image.convert(mode)
-        except (*_IMAGE_DAMAGE, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            raise DataError(
-                f"cannot decode image {path}: {_first_line(exc)}",
-                key="data.path",
-                fix="replace or remove the corrupt file; no image is skipped silently",
-            ) from None
-        wanted = (size[1], size[0]) if size else picture.size
-        if picture.size != wanted:
-            if config.image_size is None:
-                raise DataError(
-                    f"{path} is {picture.size[0]}x{picture.size[1]} but the first image is "
-                    f"{wanted[0]}x{wanted[1]}",
-                    key="data.image_size",
-                    fix="set data.image_size: [height, width] to resize every image",
-                )
-            picture = picture.resize(wanted, Image.Resampling.BILINEAR)
-        size = size or (picture.size[1], picture.size[0])
-        pixels = np.asarray(picture, dtype=np.float32) / 255.0
-        images.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
+        refuse_non_image(str(path))
+        pixels, mode, size = decode_image(
+            path, str(path), mode, size, resize=config.image_size is not None
+        )
+        images.append(pixels)
     labels = np.array([label for _, label in files], dtype=np.int64)
     return RawData(np.stack(images), labels, "image", "classification", tuple(classes))

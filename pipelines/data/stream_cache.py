@@ -102,13 +102,13 @@ class RowCache:
 
     Args:
         folder: See :func:`row_cache_folder`.
-        features: How many feature columns an encoded row has (to check the shapes).
+        row_shape: The shape of an encoded row's features (to check the shapes).
 
     """
 
-    def __init__(self, folder: str, features: int) -> None:
+    def __init__(self, folder: str, row_shape: tuple[int, ...]) -> None:
         self.folder = Path(folder)
-        self.features = features
+        self.row_shape = tuple(row_shape)
 
     def path(self, split: str, file: str, row_group: int) -> Path:
         """Return where one row group's rows of ``split`` are kept."""
@@ -124,7 +124,7 @@ class RowCache:
         try:
             with np.load(path, allow_pickle=False) as entry:
                 arrays = {name: entry[name] for name in _ARRAYS}  # reads check the CRC-32s
-            _check_shapes(arrays, rows, self.features)
+            _check_shapes(arrays, rows, self.row_shape)
         except (FileNotFoundError, NotADirectoryError):
             return None  # not cached (or no cache folder can exist here)
         except _DECODE_ERRORS as exc:
@@ -154,10 +154,10 @@ class RowCache:
         )
 
 
-def _check_shapes(arrays: dict[str, Any], rows: int, features: int) -> None:
+def _check_shapes(arrays: dict[str, Any], rows: int, row_shape: tuple[int, ...]) -> None:
     x, y, idx = (arrays[name] for name in _ARRAYS)
     count = len(idx)
-    if x.ndim != 2 or x.shape != (count, features) or len(y) != count or count > rows:
+    if x.shape != (count, *row_shape) or len(y) != count or count > rows:
         raise ValueError(f"shapes {x.shape}, {y.shape}, {idx.shape} fit no row group of {rows}")
 
 

@@ -1,4 +1,4 @@
-"""A sweep's data streamed from Parquet row groups instead of held in Ray's object store.
+"""A sweep's data streamed in fragments instead of held in Ray's object store.
 
 ``data.streaming: true`` (or unset, for a Parquet source above
 :data:`~pipelines.data.streaming.STREAM_ABOVE_BYTES`) fits the preprocessing in one pass in the
@@ -7,8 +7,9 @@ driver (:func:`~pipelines.data.streaming.fit_stream`) and hands trials a
 own shuffled order, through zero-CPU tasks pinned to its node, a bounded number at a time; the
 validation split is streamed the same way. Nothing but statistics passes through the driver.
 
-What streams today: numeric Parquet and CSV columns (:mod:`pipelines.data.csv_files`) and npz
-shards (:mod:`pipelines.data.npz_shards`), from a file, a folder of files, or a URI in an object
+What streams today: numeric Parquet and CSV columns (:mod:`pipelines.data.csv_files`), npz
+shards (:mod:`pipelines.data.npz_shards`) and image folders (:mod:`pipelines.data.image_files`,
+augmented per epoch as in memory), from a file, a folder of files, or a URI in an object
 store (``data.endpoint`` and ``data.region`` as for ``storage``), for the torch and Keras
 trainables and the user's model builders, classes or regression targets, without a holdout.
 What does not yet is refused before any cluster work (exit 2), as are data URIs with
@@ -28,6 +29,7 @@ from pipelines.data.preprocess import Prepared
 from pipelines.data.stream_cache import fit_key, load_fit, row_cache_folder, save_fit
 from pipelines.data.streaming import (
     StreamFit,
+    fit_images,
     fit_stream,
     iter_split,
     label_of,
@@ -128,20 +130,25 @@ def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
 
     """
     listing = listing_of(config)
-    # What the fit depends on besides the listing: its key, and fit_stream's arguments.
-    settings: dict[str, Any] = {
-        "label": label_of(config),
-        "features": config.feature_columns,
-        "task": task,
-        "val_fraction": config.val_fraction,
-    }
+    # What the fit depends on besides the listing: its key, and the fitting function's arguments.
+    settings: dict[str, Any]
+    if config.dataset == "image_folder":
+        settings = {"image_size": config.image_size, "val_fraction": config.val_fraction}
+    else:
+        settings = {
+            "label": label_of(config),
+            "features": config.feature_columns,
+            "task": task,
+            "val_fraction": config.val_fraction,
+        }
     key = fit_key(listing.fingerprint(), settings)
     cached = load_fit(key) if config.cache else None
-    fit = (
-        StreamFit.from_fields(listing, cached)
-        if cached is not None
-        else fit_stream(listing, **settings)
-    )
+    if cached is not None:
+        fit = StreamFit.from_fields(listing, cached)
+    elif config.dataset == "image_folder":
+        fit = fit_images(listing, **settings)
+    else:
+        fit = fit_stream(listing, **settings)
     if not config.cache:
         return fit, False
     if cached is None:
@@ -166,11 +173,11 @@ def sample_prepared(fit: StreamFit, rows: int) -> Prepared:
         y_train=np.concatenate([p["y"] for p in train])[:rows],
         x_val=np.concatenate([p["x"] for p in val])[:rows],
         y_val=np.concatenate([p["y"] for p in val])[:rows],
-        modality="tabular",
+        modality=fit.modality,
         task=fit.task,
         num_classes=len(fit.classes),
         class_names=tuple(str(c) for c in fit.classes),
-        input_shape=(len(fit.features),),
+        input_shape=fit.row_shape,
         target_mean=fit.target_mean,
         target_std=fit.target_std,
     )
@@ -234,7 +241,7 @@ class StreamingSweepData(SweepData):
         """Return the first ``rows`` validation inputs, reading no further."""
         for batch in iter_split(self._fit, "val", batch_size=rows):
             return np.asarray(batch["x"])
-        return np.zeros((0, len(self._fit.features)), np.float32)
+        return np.zeros((0, *self._fit.row_shape), np.float32)
 
 
 def _gather(batches: Iterator[Batch]) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +256,7 @@ def streaming_sweep_data(fit: StreamFit, augment_device: str = "auto") -> Stream
         None,
         fit.spec(),
         fit.fingerprint(),
-        modality="tabular",
+        modality=fit.modality,
         train_blocks=len(fit.listing.fragments),
         augment_device=augment_device,
         fit=fit,

@@ -1,8 +1,9 @@
 """Data read in pieces: the foundation of sweeps on data larger than memory.
 
 The unit of work is a :class:`Fragment`: one row group of a Parquet file, one range of whole
-lines of a CSV file (:mod:`pipelines.data.csv_files`) or one npz shard
-(:mod:`pipelines.data.npz_shards`). The driver lists the fragments once from the files' footers
+lines of a CSV file (:mod:`pipelines.data.csv_files`), one npz shard
+(:mod:`pipelines.data.npz_shards`) or one chunk of an image folder's files
+(:mod:`pipelines.data.image_files`, fitted by :func:`fit_images`). The driver lists the fragments once from the files' footers
 (no data read; CSV files are read once to count their lines), fits the preprocessing in one
 pass that holds one fragment at a time (:func:`fit_stream`), and every reader afterwards streams
 fragments (:func:`stream_fragments`): a Ray dataset whose items are fragments and whose
@@ -31,13 +32,13 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from pipelines.config import DataConfig
-from pipelines.data import csv_files, npz_shards
+from pipelines.data import csv_files, image_files, npz_shards
 from pipelines.errors import DataError
 from trainables.protocol import DataSpec
 
@@ -48,8 +49,9 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-#: The streamed sources (``data.dataset``) and the suffix of their files.
-STREAMED_SUFFIX = {"parquet": ".parquet", "npz": ".npz", "csv": ".csv"}
+#: The streamed sources (``data.dataset``) and the suffix of their files (any image's for
+#: ``image_folder``, see :mod:`pipelines.data.image_files`).
+STREAMED_SUFFIX = {"parquet": ".parquet", "npz": ".npz", "csv": ".csv", "image_folder": ""}
 
 #: Parquet sources larger than this (bytes as stored) stream unless ``data.streaming`` says
 #: otherwise: a sweep then holds no copy of them in the object store or in the driver.
@@ -59,9 +61,14 @@ STREAM_ABOVE_BYTES = 1 << 30
 def not_streamable(config: DataConfig) -> tuple[str, str] | None:
     """Return the key and rule that keep ``config``'s data from streaming yet, or None."""
     if config.dataset not in STREAMED_SUFFIX:
-        return "data.dataset", f"reads Parquet, CSV and npz shards only, not {config.dataset!r}"
-    if config.modality not in ("auto", "tabular"):
-        return "data.modality", f"streams tabular data only for now, not {config.modality}"
+        return "data.dataset", (
+            f"reads Parquet, CSV, npz shards and image folders only, not {config.dataset!r}"
+        )
+    if config.dataset == "image_folder":
+        if config.modality not in ("auto", "image"):
+            return "data.modality", f"an image folder holds images, not {config.modality} data"
+    elif config.modality not in ("auto", "tabular"):
+        return "data.modality", f"streams images and tabular data only, not {config.modality}"
     if config.text_column:
         return "data.text_column", "streams numeric columns only for now, not text"
     if config.holdout_fraction > 0:
@@ -83,7 +90,9 @@ def wants_streaming(config: DataConfig) -> bool:
 
 
 def listing_of(config: DataConfig) -> Listing:
-    """List ``config``'s streamed source: Parquet row groups, or npz shards."""
+    """List ``config``'s streamed source: row groups, CSV ranges, npz shards or image chunks."""
+    if config.dataset == "image_folder":
+        return image_files.list_images(config.source(), config.image_size)
     return list_fragments(config.source(), suffix=STREAMED_SUFFIX[config.dataset])
 
 
@@ -102,16 +111,18 @@ def first_file_labels(config: DataConfig) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Fragment:
-    """One row group, CSV range or npz shard: the smallest piece a reader streams.
+    """One row group, CSV range, npz shard or chunk of images: the smallest piece a reader streams.
 
     Attributes:
-        path: The file, as the filesystem names it (no scheme).
-        row_group: The fragment's index in the file (a row group's, a CSV range's).
+        path: The file, as the filesystem names it (no scheme); an image folder's root.
+        row_group: The fragment's index in the file (a row group's, a CSV range's), or among
+            an image folder's chunks.
         rows: Rows in the fragment, from the footer (or the count of a CSV range's lines).
         first_row: Position of its first row in the whole listing (row ids are these
             positions: stable while the files are).
-        offset: Where a CSV fragment's bytes start in its file (its header aside).
-        length: How many bytes it has (-1: the whole row group or file).
+        offset: Where a CSV fragment's bytes start in its file (its header aside); where an
+            image chunk's files start in the listing.
+        length: How many bytes (images) it has (-1: the whole row group or file).
 
     """
 
@@ -125,13 +136,15 @@ class Fragment:
 
 @dataclass(frozen=True)
 class Listing:
-    """The files of a Parquet source and their fragments, read from listings and footers.
+    """The files of a streamed source and their fragments, read from listings and footers.
 
     Attributes:
         source: ``data.path`` as given (a file, a folder or a URI).
-        files: ``(path, size, mtime_ns)`` of each file, sorted by path.
+        files: ``(path, size, mtime_ns)`` of each file, sorted by path (an image folder's in
+            the order its chunks take them).
         fragments: Every row group of every file, in file order.
-        columns: Column names of the first file's schema.
+        columns: Column names of the first file's schema (none for images).
+        classes: An image folder's class folders, sorted (none for other sources).
 
     """
 
@@ -139,6 +152,7 @@ class Listing:
     files: tuple[tuple[str, int, int], ...]
     fragments: tuple[Fragment, ...]
     columns: tuple[str, ...]
+    classes: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -157,7 +171,8 @@ class Listing:
         cached fragment holds.
         """
         spans = [[f.offset, f.length] for f in self.fragments if f.length >= 0]
-        payload = json.dumps([self.source, list(self.files), *([spans] if spans else [])])
+        extra = ([spans] if spans else []) + ([list(self.classes)] if self.classes else [])
+        payload = json.dumps([self.source, list(self.files), *extra])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -357,7 +372,18 @@ class Moments:
             return
         values = values.astype(np.float64)
         n, mean = len(values), values.mean(axis=0)
-        m2 = ((values - mean) ** 2).sum(axis=0)
+        self.merge(n, mean, ((values - mean) ** 2).sum(axis=0))
+
+    def add_all(self, values: np.ndarray) -> None:
+        """Fold every value of ``values`` into one statistic (as images share one)."""
+        if values.size == 0:
+            return
+        mean = values.mean(dtype=np.float64)
+        m2 = np.square(values - np.float32(mean), dtype=np.float64).sum()
+        self.merge(int(values.size), np.asarray([mean]), np.asarray([m2]))
+
+    def merge(self, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Fold in ``n`` values of mean ``mean`` and squared deviations ``m2``."""
         if self.count == 0:
             self.count, self.mean, self.m2 = n, mean, m2
             return
@@ -395,6 +421,11 @@ class StreamFit:
             :mod:`pipelines.data.stream_cache`), or None to read the source every time.
         train_rows: Training rows of each fragment, in listing order (how data-parallel
             ranks share an epoch's fragments evenly: :func:`assign_fragments`).
+        modality: ``"tabular"`` (feature columns) or ``"image"`` (an image folder).
+        shape: An image's ``(C, H, W)`` (empty for tabular rows).
+        image_mode: The PIL mode images are read in (``L`` or ``RGB``; images only).
+        resize: Whether images are resized to ``shape`` (``data.image_size`` is set) or must
+            have that size.
 
     """
 
@@ -412,22 +443,33 @@ class StreamFit:
     val_fraction: float
     row_cache: str | None = None
     train_rows: tuple[int, ...] = ()
+    modality: str = "tabular"
+    shape: tuple[int, ...] = ()
+    image_mode: str = ""
+    resize: bool = False
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one encoded row's features."""
+        return self.shape or (len(self.features),)
 
     def spec(self) -> DataSpec:
         """Return what a trainable needs to build its model for this data."""
         return DataSpec(
-            input_shape=(len(self.features),),
+            input_shape=self.row_shape,
             num_classes=len(self.classes),
             task=self.task,
             num_train=self.num_train,
             num_val=self.num_val,
             target_std=self.target_std,
-            modality="tabular",
+            modality=self.modality,
         )
 
     def fingerprint(self) -> str:
         """Return a hash of the listing and of every setting that shapes the splits."""
-        settings = [self.listing.fingerprint(), self.features, self.label, self.task]
+        settings: list[Any] = [self.listing.fingerprint(), self.features, self.label, self.task]
+        if self.modality == "image":
+            settings += [list(self.shape), self.image_mode, self.resize]
         payload = json.dumps([*settings, self.val_fraction])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -446,6 +488,10 @@ class StreamFit:
             "num_val": self.num_val,
             "val_fraction": self.val_fraction,
             "train_rows": list(self.train_rows),
+            "modality": self.modality,
+            "shape": list(self.shape),
+            "image_mode": self.image_mode,
+            "resize": self.resize,
         }
 
     @classmethod
@@ -465,20 +511,39 @@ class StreamFit:
             num_val=int(fields["num_val"]),
             val_fraction=float(fields["val_fraction"]),
             train_rows=tuple(int(n) for n in fields["train_rows"]),
+            modality=str(fields.get("modality", "tabular")),
+            shape=tuple(int(n) for n in fields.get("shape", ())),
+            image_mode=str(fields.get("image_mode", "")),
+            resize=bool(fields.get("resize", False)),
         )
 
-    def encode(self, table: Any, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
-        """Turn one fragment's table into the rows of ``split``: columns ``x``, ``y``, ``idx``.
+    def read_rows(self, fragment: Fragment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read one fragment: its features ``(N, ...)``, raw labels and each row's split hash.
+
+        Raises:
+            DataError: Naming the file, row group (or image) and row of a fault.
+
+        """
+        if self.modality == "image":
+            return image_files.read_images(
+                self.listing, fragment, self.image_mode, self.shape[1:], resize=self.resize
+            )
+        table = read_fragment(self.listing.source, fragment, (*self.features, self.label))
+        x, labels = _features_and_labels(table, self.features, self.label, fragment)
+        return x, labels, row_hash(x)
+
+    def encode(self, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
+        """Read one fragment and encode its rows of ``split``: columns ``x``, ``y``, ``idx``.
 
         Raises:
             DataError: Naming the file, row group and row, for a missing or non-finite value
                 or a label the fitting pass never saw.
 
         """
-        return self.encode_splits(table, fragment, (split,))[split]
+        return self.encode_splits(fragment, (split,))[split]
 
     def encode_splits(
-        self, table: Any, fragment: Fragment, splits: Sequence[str] = ("train", "val")
+        self, fragment: Fragment, splits: Sequence[str] = ("train", "val")
     ) -> dict[str, dict[str, np.ndarray]]:
         """Encode one fragment's rows of each of ``splits``, reading and hashing them once.
 
@@ -486,8 +551,8 @@ class StreamFit:
             DataError: As :meth:`encode`.
 
         """
-        x, labels = _features_and_labels(table, self.features, self.label, fragment)
-        val = in_validation(row_hash(x), self.val_fraction)
+        x, labels, hashes = self.read_rows(fragment)
+        val = in_validation(hashes, self.val_fraction)
         return {
             split: self._encoded(x, labels, np.flatnonzero(val == (split == "val")), fragment)
             for split in splits
@@ -600,20 +665,9 @@ def fit_stream(
             fractional = fractional or bool(np.any(floats != np.round(floats)))
         found = np.unique(labels)
         classes = found if classes is None else np.union1d(classes, found)
-    if rows_read != listing.rows:  # rows in == rows out, by counting
-        raise DataError(
-            f"{listing.source}: read {rows_read} rows, the footers say {listing.rows}",
-            key="data.path",
-            fix="the files changed while they were read: start again",
-        )
     chosen = task if task != "auto" else ("regression" if fractional else "classification")
     num_train = rows_read - num_val
-    if num_train == 0 or num_val == 0:
-        raise DataError(
-            f"{listing.source}: the split left {num_train} training and {num_val} validation rows",
-            key="data.val_fraction",
-            fix="add rows, or choose a val_fraction that leaves rows in both splits",
-        )
+    _check_fitted(listing, rows_read, num_train, num_val)
     regression = chosen == "regression"
     return StreamFit(
         listing=listing,
@@ -632,6 +686,76 @@ def fit_stream(
     )
 
 
+def fit_images(
+    listing: Listing, *, image_size: Sequence[int] | None = None, val_fraction: float = 0.2
+) -> StreamFit:
+    """Fit a streamed image folder in one pass holding one chunk of images at a time.
+
+    As in memory, every image is one class (its folder), and all pixels share one mean and
+    standard deviation; the mode and size are the first image's unless ``image_size`` is set.
+
+    Raises:
+        DataError: For an image that does not decode or has another size, or an empty split.
+
+    """
+    first = image_files.read_images(
+        listing, replace(listing.fragments[0], rows=1, length=1), None, image_size, resize=True
+    )[0]
+    mode = "L" if first.shape[1] == 1 else "RGB"  # what decode_image chose for it
+    template = StreamFit(
+        listing=listing,
+        features=("image",),
+        label="class",
+        task="classification",
+        classes=listing.classes,
+        mean=np.zeros(1),
+        std=np.ones(1),
+        target_mean=0.0,
+        target_std=1.0,
+        num_train=0,
+        num_val=0,
+        val_fraction=val_fraction,
+        modality="image",
+        shape=tuple(int(d) for d in first.shape[1:]),
+        image_mode=mode,
+        resize=image_size is not None,
+    )
+    pixels, num_val, rows_read = Moments(), 0, 0
+    train_rows: list[int] = []
+    for fragment in listing.fragments:
+        x, _, hashes = template.read_rows(fragment)
+        val = in_validation(hashes, val_fraction)
+        rows_read += len(x)
+        num_val += int(val.sum())
+        train_rows.append(len(x) - int(val.sum()))
+        pixels.add_all(x[~val])
+    _check_fitted(listing, rows_read, rows_read - num_val, num_val)
+    return replace(
+        template,
+        mean=pixels.mean,
+        std=pixels.std,
+        num_train=rows_read - num_val,
+        num_val=num_val,
+        train_rows=tuple(train_rows),
+    )
+
+
+def _check_fitted(listing: Listing, rows_read: int, num_train: int, num_val: int) -> None:
+    """Refuse a fitting pass that read another number of rows, or left a split empty."""
+    if rows_read != listing.rows:  # rows in == rows out, by counting
+        raise DataError(
+            f"{listing.source}: read {rows_read} rows, the footers say {listing.rows}",
+            key="data.path",
+            fix="the files changed while they were read: start again",
+        )
+    if num_train == 0 or num_val == 0:
+        raise DataError(
+            f"{listing.source}: the split left {num_train} training and {num_val} validation rows",
+            key="data.val_fraction",
+            fix="add rows, or choose a val_fraction that leaves rows in both splits",
+        )
+
+
 def read_encoded(fit: StreamFit, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
     """Return one fragment's encoded rows of ``split``, from this node's cache when it has them.
 
@@ -645,14 +769,12 @@ def read_encoded(fit: StreamFit, fragment: Fragment, split: str) -> dict[str, np
     from pipelines.data.stream_cache import RowCache
 
     if fit.row_cache is None:
-        table = read_fragment(fit.listing.source, fragment, (*fit.features, fit.label))
-        return fit.encode(table, fragment, split)
-    cache = RowCache(fit.row_cache, len(fit.features))
+        return fit.encode(fragment, split)
+    cache = RowCache(fit.row_cache, fit.row_shape)
     cached = cache.load(split, fragment.path, fragment.row_group, fragment.rows)
     if cached is not None:
         return cached
-    table = read_fragment(fit.listing.source, fragment, (*fit.features, fit.label))
-    splits = fit.encode_splits(table, fragment)
+    splits = fit.encode_splits(fragment)
     for name, rows in splits.items():
         cache.save(name, fragment.path, fragment.row_group, rows)
     return splits[split]

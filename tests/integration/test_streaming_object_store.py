@@ -100,7 +100,7 @@ def test_a_sweep_streams_parquet_from_an_s3_compatible_store(
         ({"path": "s3://AKIAEXAMPLE:secret@datasets/digits"}, "data.path"),
         ({"path": "s3://datasets/digits?secret_key=abc"}, "data.path"),
         ({"streaming": False}, "data.streaming"),
-        ({"dataset": "image_folder"}, "data.dataset"),
+        ({"dataset": "digits"}, "data.dataset"),
         ({"path": "gs://datasets/digits"}, "data.endpoint"),
         ({"path": "nosuchscheme://datasets/digits", "endpoint": None}, "data.path"),
     ],

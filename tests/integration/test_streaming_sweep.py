@@ -99,7 +99,7 @@ def load_config_dict(raw: dict[str, Any]) -> Any:
 @pytest.mark.parametrize(
     ("data", "key"),
     [
-        ({"dataset": "image_folder"}, "data.dataset"),
+        ({"dataset": "digits"}, "data.dataset"),
         ({"holdout_fraction": 0.1}, "data.holdout_fraction"),
         ({"text_column": "p0"}, "data.text_column"),
     ],
@@ -215,3 +215,55 @@ def test_a_sweep_streams_a_folder_of_csv_files_or_npz_shards(tmp_path: Path, dat
     raw["search"]["num_samples"] = 1
     summary = run_sweep(raw, search_space=SPACE, progress=False)
     assert summary.end_reasons["completed"] == 1 and summary.best_metric > 0.5
+
+
+@pytest.mark.slow  # a CNN sweep on 1,797 PNGs (~50 s)
+def test_a_streamed_image_folder_is_augmented_afresh_each_epoch_and_tuned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images stream in chunks of files, augmented per epoch with the trial's strengths."""
+    from pipelines.data import image_files, materialise
+    from pipelines.data.streaming import read_encoded
+    from tests.unit.test_image_files import _digits_images
+
+    monkeypatch.setattr(image_files, "IMAGES_PER_FRAGMENT", 128)
+    root = _digits_images(tmp_path / "digits", count=1797)
+    raw = _experiment(root, streaming=True)
+    raw["data"] = {"dataset": "image_folder", "path": str(root), "streaming": True}
+    config = load_config_dict(raw).data
+    fit, _ = prepare_source(config)
+    assert isinstance(fit, StreamFit) and fit.spec().input_shape == (1, 8, 8)
+    data = materialise(fit, cache_hit=False, cpus_per_trial=1)
+    assert data.modality == "image"
+
+    plain = {
+        int(i): row
+        for fragment in fit.listing.fragments
+        for piece in [read_encoded(fit, fragment, "train")]
+        for i, row in zip(piece["idx"], piece["x"], strict=True)
+    }
+    stream = data.for_trial({"seed": 5, "aug_rotate": 20.0}, trial=0, cpus=1)
+    epochs = {}
+    for epoch in (1, 2):
+        batches = list(stream.train_batches(epoch, 64))
+        ids = np.concatenate([b["idx"] for b in batches])
+        assert sorted(ids.tolist()) == sorted(plain)  # every training image once per epoch
+        epochs[epoch] = {int(i): x for b in batches for i, x in zip(b["idx"], b["x"], strict=True)}
+    changed = [i for i in plain if not np.allclose(epochs[1][i], plain[i])]
+    assert len(changed) > 0.9 * len(plain)  # rotated, not passed through
+    assert not all(np.allclose(epochs[1][i], epochs[2][i]) for i in changed)  # afresh
+
+    raw["trainable"] = {
+        "framework": "torch",
+        "model": "cnn",
+        "params": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
+    }
+    space = {"aug_rotate": {"type": "uniform", "low": 0.0, "high": 15.0}}
+    summary = run_sweep(raw, search_space=space, progress=False)
+    assert summary.end_reasons["completed"] == 2 and summary.best_metric > 0.5
+    client = MlflowClient(summary.mlflow_tracking_uri)
+    children = client.search_runs(
+        [summary.mlflow_experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{summary.mlflow_parent_run_id}'",
+    )
+    assert len({c.data.params["aug_rotate"] for c in children}) == 2

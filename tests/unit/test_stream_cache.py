@@ -81,7 +81,7 @@ def test_row_groups_read_once_are_served_from_the_node_cache(tmp_path: Path, hom
     fit, _ = prepare_stream(_config(tmp_path / "digits"), "classification")
     fragment = fit.listing.fragments[4]
     train = read_encoded(fit, fragment, "train")
-    cache = RowCache(str(fit.row_cache), len(fit.features))
+    cache = RowCache(str(fit.row_cache), fit.row_shape)
     # One read of the source kept both splits.
     for split in ("train", "val"):
         assert cache.path(split, fragment.path, fragment.row_group).exists()
@@ -105,7 +105,7 @@ def test_a_damaged_cached_row_group_is_read_from_the_source_again(
     fit, _ = prepare_stream(_config(tmp_path / "digits"), "classification")
     fragment = fit.listing.fragments[2]
     first = read_encoded(fit, fragment, "train")
-    entry = RowCache(str(fit.row_cache), len(fit.features)).path(
+    entry = RowCache(str(fit.row_cache), fit.row_shape).path(
         "train", fragment.path, fragment.row_group
     )
     data = bytearray(entry.read_bytes())
