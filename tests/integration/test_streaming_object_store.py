@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.fs
 import pytest
 
@@ -92,6 +93,40 @@ def test_a_sweep_streams_parquet_from_an_s3_compatible_store(
     # so its second epoch read no Parquet from the store.
     cached = list((isolated_home / "cache" / "stream" / "rows").rglob("*.npz"))
     assert len(cached) == 9 * 2
+
+
+def test_an_image_folder_streams_from_an_s3_compatible_store(
+    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, isolated_home: Path
+) -> None:
+    """Listed, fitted and read from the bucket exactly as from the local copy of the folder."""
+    from pipelines.config import DataConfig
+    from pipelines.data import prepare_source
+    from pipelines.data.streaming import StreamFit, read_encoded
+    from tests.unit.test_image_files import _digits_images
+
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    make_bucket(s3_endpoint, "images")
+    local = _digits_images(tmp_path / "digits", count=160)
+    s3 = pyarrow.fs.S3FileSystem(
+        endpoint_override=s3_endpoint.removeprefix("http://"), scheme="http", region="us-east-1"
+    )
+    pyarrow.fs.copy_files(str(local), "images/digits", destination_filesystem=s3)
+
+    remote = DataConfig(dataset="image_folder", path="s3://images/digits", endpoint=s3_endpoint)
+    fit, _ = prepare_source(remote)
+    here, _ = prepare_source(DataConfig(dataset="image_folder", path=local, streaming=True))
+    assert isinstance(fit, StreamFit) and isinstance(here, StreamFit)
+    assert (fit.num_train, fit.num_val, fit.classes) == (
+        here.num_train,
+        here.num_val,
+        here.classes,
+    )
+    assert fit.mean == pytest.approx(here.mean) and fit.std == pytest.approx(here.std)
+    for split in ("train", "val"):
+        got = read_encoded(fit, fit.listing.fragments[0], split)
+        expected = read_encoded(here, here.listing.fragments[0], split)
+        assert np.array_equal(got["x"], expected["x"]) and np.array_equal(got["y"], expected["y"])
 
 
 @pytest.mark.parametrize(
