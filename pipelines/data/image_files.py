@@ -21,14 +21,12 @@ import io
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from pipelines.data.fragments import Fragment, Listing, filesystem_of
 from pipelines.errors import DataError
-
-if TYPE_CHECKING:
-    from pipelines.data.streaming import Fragment, Listing
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 #: How decoding a damaged image fails, besides PIL's OSError: a broken PNG chunk (SyntaxError),
@@ -122,8 +120,6 @@ def list_images(source: str, image_size: Sequence[int] | None = None) -> Listing
     """
     import pyarrow.fs
 
-    from pipelines.data.streaming import Fragment, Listing, filesystem_of
-
     fs, root = filesystem_of(source)
     root = root.rstrip("/")
     if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
@@ -181,8 +177,6 @@ def read_images(
         DataError: Naming the image that cannot be read or decoded.
 
     """
-    from pipelines.data.streaming import filesystem_of
-
     fs, _ = filesystem_of(listing.source)
     hw = _hw(size)
     pixels, labels, hashes = [], [], []
