@@ -7,11 +7,13 @@ driver (:func:`~pipelines.data.streaming.fit_stream`) and hands trials a
 own shuffled order, through zero-CPU tasks pinned to its node, a bounded number at a time; the
 validation split is streamed the same way. Nothing but statistics passes through the driver.
 
-What streams today: numeric Parquet and CSV columns (:mod:`pipelines.data.csv_files`), npz
-shards (:mod:`pipelines.data.npz_shards`) and image folders (:mod:`pipelines.data.image_files`,
-augmented per epoch as in memory), from a file, a folder of files, or a URI in an object
-store (``data.endpoint`` and ``data.region`` as for ``storage``), for the torch and Keras
-trainables and the user's model builders, classes or regression targets, without a holdout.
+What streams today: numeric Parquet and CSV columns (:mod:`pipelines.data.csv_files`), a text
+column of either (its vocabulary fitted in the same pass:
+:func:`~pipelines.data.streaming.fit_texts`), npz shards (:mod:`pipelines.data.npz_shards`) and
+image folders (:mod:`pipelines.data.image_files`), augmented per epoch as in memory, from a
+file, a folder of files, or a URI in an object store (``data.endpoint`` and ``data.region``
+as for ``storage``), for the torch and Keras trainables and the user's model builders, classes
+or regression targets, without a holdout.
 What does not yet is refused before any cluster work (exit 2), as are data URIs with
 credentials in them or with ``data.streaming: false``.
 """
@@ -31,6 +33,7 @@ from pipelines.data.streaming import (
     StreamFit,
     fit_images,
     fit_stream,
+    fit_texts,
     iter_split,
     label_of,
     listing_of,
@@ -134,6 +137,14 @@ def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
     settings: dict[str, Any]
     if config.dataset == "image_folder":
         settings = {"image_size": config.image_size, "val_fraction": config.val_fraction}
+    elif config.text_column:
+        settings = {
+            "text": config.text_column,
+            "label": label_of(config),
+            "task": task,
+            "val_fraction": config.val_fraction,
+            "max_tokens": config.max_tokens,
+        }
     else:
         settings = {
             "label": label_of(config),
@@ -147,6 +158,8 @@ def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
         fit = StreamFit.from_fields(listing, cached)
     elif config.dataset == "image_folder":
         fit = fit_images(listing, **settings)
+    elif config.text_column:
+        fit = fit_texts(listing, **settings)
     else:
         fit = fit_stream(listing, **settings)
     if not config.cache:
@@ -171,15 +184,19 @@ def sample_prepared(fit: StreamFit, rows: int) -> Prepared:
     return Prepared(
         x_train=np.concatenate([p["x"] for p in train])[:rows],
         y_train=np.concatenate([p["y"] for p in train])[:rows],
-        x_val=np.concatenate([p["x"] for p in val])[:rows],
+        x_val=fit.featurizer(np.concatenate([p["x"] for p in val])[:rows]),
         y_val=np.concatenate([p["y"] for p in val])[:rows],
         modality=fit.modality,
         task=fit.task,
         num_classes=len(fit.classes),
         class_names=tuple(str(c) for c in fit.classes),
-        input_shape=fit.row_shape,
+        input_shape=fit.spec().input_shape,
+        featurizer=fit.featurizer,
         target_mean=fit.target_mean,
         target_std=fit.target_std,
+        synonym_ids=None if fit.synonyms is None else fit.synonyms.ids,
+        synonym_counts=None if fit.synonyms is None else fit.synonyms.counts,
+        vocab=fit.vocab,
     )
 
 
@@ -230,8 +247,9 @@ class StreamingSweepData(SweepData):
         return iter_split(self._fit, "val", batch_size=batch_size)
 
     def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Gather the whole training split (a training function asked for arrays)."""
-        return _gather(iter_split(self._fit, "train"))
+        """Gather the whole training split, featurised (a training function asked for arrays)."""
+        x, y = _gather(iter_split(self._fit, "train"))
+        return self._fit.featurizer(x), y
 
     def val_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Gather the whole validation split."""
@@ -241,7 +259,7 @@ class StreamingSweepData(SweepData):
         """Return the first ``rows`` validation inputs, reading no further."""
         for batch in iter_split(self._fit, "val", batch_size=rows):
             return np.asarray(batch["x"])
-        return np.zeros((0, *self._fit.row_shape), np.float32)
+        return np.zeros((0, *self._fit.spec().input_shape), np.float32)
 
 
 def _gather(batches: Iterator[Batch]) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +275,8 @@ def streaming_sweep_data(fit: StreamFit, augment_device: str = "auto") -> Stream
         fit.spec(),
         fit.fingerprint(),
         modality=fit.modality,
+        featurizer=fit.featurizer,
+        synonyms=fit.synonyms,
         train_blocks=len(fit.listing.fragments),
         augment_device=augment_device,
         fit=fit,

@@ -18,7 +18,8 @@ node, on the CPUs the trial holds (see :mod:`pipelines.data.sweep_data`), and a 
 file and the row group it is in.
 
 Split assignment needs no global view: a row goes to the validation split when a stable hash of
-its features (their float32 bytes) falls below ``data.val_fraction``. The same row lands in the
+its features (their float32 bytes; a text's UTF-8 bytes; an image file's bytes) falls below
+``data.val_fraction``. The same row lands in the
 same split on every machine, in every run and whatever the file order, and duplicated rows
 share a split, so a copy of a validation row never trains the model.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -40,6 +42,7 @@ import numpy as np
 
 from pipelines.config import DataConfig
 from pipelines.data import csv_files, image_files, npz_shards
+from pipelines.data.features import Featurizer
 from pipelines.data.fragments import Fragment, Listing, filesystem_of
 from pipelines.errors import DataError
 from trainables.protocol import DataSpec
@@ -66,13 +69,14 @@ def not_streamable(config: DataConfig) -> tuple[str, str] | None:
         return "data.dataset", (
             f"reads Parquet, CSV, npz shards and image folders only, not {config.dataset!r}"
         )
+    if config.text_column and config.dataset not in ("parquet", "csv"):
+        return "data.text_column", "streams text from Parquet and CSV columns only"
     if config.dataset == "image_folder":
-        if config.modality not in ("auto", "image"):
-            return "data.modality", f"an image folder holds images, not {config.modality} data"
-    elif config.modality not in ("auto", "tabular"):
-        return "data.modality", f"streams images and tabular data only, not {config.modality}"
-    if config.text_column:
-        return "data.text_column", "streams numeric columns only for now, not text"
+        kind = "image"
+    else:
+        kind = "text" if config.text_column else "tabular"
+    if config.modality not in ("auto", kind):
+        return "data.modality", f"this source streams as {kind} data, not {config.modality}"
     if config.holdout_fraction > 0:
         return "data.holdout_fraction", "keeps no holdout yet"
     return None
@@ -347,11 +351,15 @@ class StreamFit:
             :mod:`pipelines.data.stream_cache`), or None to read the source every time.
         train_rows: Training rows of each fragment, in listing order (how data-parallel
             ranks share an epoch's fragments evenly: :func:`assign_fragments`).
-        modality: ``"tabular"`` (feature columns) or ``"image"`` (an image folder).
-        shape: An image's ``(C, H, W)`` (empty for tabular rows).
+        modality: ``"tabular"`` (feature columns), ``"image"`` (an image folder) or
+            ``"text"`` (a text column).
+        shape: An image's ``(C, H, W)``, a text's ``(max_tokens,)`` (empty for tabular rows).
         image_mode: The PIL mode images are read in (``L`` or ``RGB``; images only).
         resize: Whether images are resized to ``shape`` (``data.image_size`` is set) or must
             have that size.
+        vocab: A text column's vocabulary (a token id is its position).
+        synonyms: The text augmentation's synonym table
+            (:class:`~pipelines.augment.tokens.SynonymTable`), or None.
 
     """
 
@@ -373,16 +381,24 @@ class StreamFit:
     shape: tuple[int, ...] = ()
     image_mode: str = ""
     resize: bool = False
+    vocab: tuple[str, ...] = field(default=(), repr=False)
+    synonyms: Any = field(default=None, repr=False)
+
+    @property
+    def featurizer(self) -> Featurizer:
+        """What turns encoded (and augmented) rows into model inputs: n-gram counts for text."""
+        return Featurizer("hashed_ngrams") if self.modality == "text" else Featurizer()
 
     @property
     def row_shape(self) -> tuple[int, ...]:
-        """The shape of one encoded row's features."""
+        """The shape of one encoded row (as cached and augmented; text: its token ids)."""
         return self.shape or (len(self.features),)
 
     def spec(self) -> DataSpec:
         """Return what a trainable needs to build its model for this data."""
+        featurized = (self.featurizer.buckets,) if self.modality == "text" else self.row_shape
         return DataSpec(
-            input_shape=self.row_shape,
+            input_shape=featurized,
             num_classes=len(self.classes),
             task=self.task,
             num_train=self.num_train,
@@ -394,8 +410,8 @@ class StreamFit:
     def fingerprint(self) -> str:
         """Return a hash of the listing and of every setting that shapes the splits."""
         settings: list[Any] = [self.listing.fingerprint(), self.features, self.label, self.task]
-        if self.modality == "image":
-            settings += [list(self.shape), self.image_mode, self.resize]
+        if self.modality != "tabular":
+            settings += [self.modality, list(self.shape), self.image_mode, self.resize]
         payload = json.dumps([*settings, self.val_fraction])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -418,6 +434,9 @@ class StreamFit:
             "shape": list(self.shape),
             "image_mode": self.image_mode,
             "resize": self.resize,
+            "vocab": list(self.vocab),
+            "synonym_ids": None if self.synonyms is None else self.synonyms.ids.tolist(),
+            "synonym_counts": None if self.synonyms is None else self.synonyms.counts.tolist(),
         }
 
     @classmethod
@@ -441,6 +460,8 @@ class StreamFit:
             shape=tuple(int(n) for n in fields.get("shape", ())),
             image_mode=str(fields.get("image_mode", "")),
             resize=bool(fields.get("resize", False)),
+            vocab=tuple(fields.get("vocab", ())),
+            synonyms=_synonym_table(fields.get("synonym_ids"), fields.get("synonym_counts")),
         )
 
     def read_rows(self, fragment: Fragment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -454,6 +475,13 @@ class StreamFit:
             return image_files.read_images(
                 self.listing, fragment, self.image_mode, self.shape[1:], resize=self.resize
             )
+        if self.modality == "text":
+            from pipelines.data.text import encode, tokenize
+
+            table = read_fragment(self.listing.source, fragment, (self.features[0], self.label))
+            texts, labels = _texts_and_labels(table, self.features[0], self.label, fragment)
+            ids = encode([tokenize(t) for t in texts], self.vocab, self.shape[0])
+            return ids, labels, text_hash(texts)
         table = read_fragment(self.listing.source, fragment, (*self.features, self.label))
         x, labels = _features_and_labels(table, self.features, self.label, fragment)
         return x, labels, row_hash(x)
@@ -487,7 +515,10 @@ class StreamFit:
     def _encoded(
         self, x: np.ndarray, labels: np.ndarray, rows: np.ndarray, fragment: Fragment
     ) -> dict[str, np.ndarray]:
-        x = ((x[rows] - self.mean) / self.std).astype(np.float32)
+        if self.modality == "text":
+            x = x[rows]  # token ids: augmented, then featurised, per batch
+        else:
+            x = ((x[rows] - self.mean) / self.std).astype(np.float32)
         if self.task == "regression":
             y = (labels[rows].astype(np.float64) - self.target_mean) / self.target_std
             y = y.astype(np.float32)
@@ -573,43 +604,148 @@ def fit_stream(
         raise DataError(
             f"{listing.source} has no feature columns", key="data.feature_columns", fix="add some"
         )
-    moments, targets = Moments(), Moments()
-    classes: np.ndarray | None = None
-    fractional, num_val, rows_read = False, 0, 0
-    train_rows: list[int] = []
+    moments, seen = Moments(), _Labels()
     for fragment in listing.fragments:
         table = read_fragment(listing.source, fragment, (*names, label))
         x, labels = _features_and_labels(table, names, label, fragment)
-        rows_read += len(x)
         val = in_validation(row_hash(x), val_fraction)
-        num_val += int(val.sum())
-        train_rows.append(len(x) - int(val.sum()))
+        seen.add(labels, val)
         moments.add(x[~val])
-        if np.issubdtype(labels.dtype, np.number):
-            targets.add(labels[~val].astype(np.float64))
-            floats = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels[:0]
-            fractional = fractional or bool(np.any(floats != np.round(floats)))
-        found = np.unique(labels)
-        classes = found if classes is None else np.union1d(classes, found)
-    chosen = task if task != "auto" else ("regression" if fractional else "classification")
-    num_train = rows_read - num_val
-    _check_fitted(listing, rows_read, num_train, num_val)
-    regression = chosen == "regression"
+    _check_fitted(listing, seen.rows, seen.rows - seen.num_val, seen.num_val)
     return StreamFit(
         listing=listing,
         features=names,
         label=label,
-        task=chosen,
-        classes=() if regression or classes is None else tuple(classes.tolist()),
         mean=moments.mean,
         std=moments.std,
-        target_mean=float(targets.mean) if regression else 0.0,
-        target_std=float(targets.std) if regression else 1.0,
-        num_train=num_train,
-        num_val=num_val,
         val_fraction=val_fraction,
-        train_rows=tuple(train_rows),
+        **seen.fitted(task),
     )
+
+
+class _Labels:
+    """What a fitting pass learns from the labels: the split sizes, the task, classes, targets."""
+
+    def __init__(self) -> None:
+        self.targets = Moments()
+        self.classes: np.ndarray | None = None
+        self.fractional = False
+        self.num_val = 0
+        self.rows = 0
+        self.train_rows: list[int] = []
+
+    def add(self, labels: np.ndarray, val: np.ndarray) -> None:
+        """Fold in one fragment's raw labels and which of its rows are validation rows."""
+        self.rows += len(labels)
+        self.num_val += int(val.sum())
+        self.train_rows.append(len(labels) - int(val.sum()))
+        if np.issubdtype(labels.dtype, np.number):
+            self.targets.add(labels[~val].astype(np.float64))
+            floats = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels[:0]
+            self.fractional = self.fractional or bool(np.any(floats != np.round(floats)))
+        found = np.unique(labels)
+        self.classes = found if self.classes is None else np.union1d(self.classes, found)
+
+    def fitted(self, task: str) -> dict[str, Any]:
+        """Return the :class:`StreamFit` fields the labels decide (``task`` may be ``auto``)."""
+        chosen = (
+            task if task != "auto" else ("regression" if self.fractional else "classification")
+        )
+        regression = chosen == "regression"
+        return {
+            "task": chosen,
+            "classes": () if regression or self.classes is None else tuple(self.classes.tolist()),
+            "target_mean": float(self.targets.mean[0]) if regression else 0.0,
+            "target_std": float(self.targets.std[0]) if regression else 1.0,
+            "num_train": self.rows - self.num_val,
+            "num_val": self.num_val,
+            "train_rows": tuple(self.train_rows),
+        }
+
+
+def fit_texts(
+    listing: Listing,
+    *,
+    text: str,
+    label: str,
+    task: str = "auto",
+    val_fraction: float = 0.2,
+    max_tokens: int = 64,
+) -> StreamFit:
+    """Fit a text column in one pass: the split, the labels and the training rows' vocabulary.
+
+    As in memory, the vocabulary holds the training texts' most frequent words (ties broken
+    alphabetically) extended with their WordNet synonyms; rows are encoded as ``max_tokens``
+    token ids and the model reads their hashed n-gram counts. A row's split is decided by a
+    hash of its text's UTF-8 bytes, so duplicated texts share a split.
+
+    Raises:
+        DataError: For a missing column, a missing value or an empty split, naming where.
+
+    """
+    from pipelines.data.text import build_synonym_table, tokenize, vocab_from_counts
+    from pipelines.data.wordnet import load_wordnet_synonyms
+
+    for name, key in ((text, "data.text_column"), (label, "data.label_column")):
+        if name not in listing.columns:
+            raise DataError(
+                f"{listing.source} has no column {name!r} (columns: {', '.join(listing.columns)})",
+                key=key,
+                fix="name an existing column",
+            )
+    counts: Counter[str] = Counter()
+    seen = _Labels()
+    for fragment in listing.fragments:
+        table = read_fragment(listing.source, fragment, (text, label))
+        texts, labels = _texts_and_labels(table, text, label, fragment)
+        val = in_validation(text_hash(texts), val_fraction)
+        seen.add(labels, val)
+        for row in np.flatnonzero(~val):
+            counts.update(tokenize(texts[row]))
+    _check_fitted(listing, seen.rows, seen.rows - seen.num_val, seen.num_val)
+    vocab, synonyms = build_synonym_table(vocab_from_counts(counts), load_wordnet_synonyms())
+    return StreamFit(
+        listing=listing,
+        features=(text,),
+        label=label,
+        mean=np.zeros(1),
+        std=np.ones(1),
+        val_fraction=val_fraction,
+        modality="text",
+        shape=(max_tokens,),
+        vocab=tuple(vocab),
+        synonyms=synonyms,
+        **seen.fitted(task),
+    )
+
+
+def text_hash(texts: Sequence[str]) -> np.ndarray:
+    """Return a 64-bit hash of each text's UTF-8 bytes (its split's, stable across machines)."""
+    return np.asarray(
+        [
+            int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+            for t in texts
+        ],
+        dtype=np.uint64,
+    )
+
+
+def _texts_and_labels(
+    table: Any, text: str, label: str, fragment: Fragment
+) -> tuple[list[str], np.ndarray]:
+    """Return one fragment's texts and raw labels, refusing missing values."""
+    where = f"{fragment.path}, row group {fragment.row_group}"
+    for name in (text, label):
+        column = table.column(name)
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(
+                f"{where}, row {row + 1}: missing value in column {name!r}",
+                key="data.path",
+                fix="fill or remove rows with missing values",
+            )
+    texts = [str(value) for value in table.column(text).to_pylist()]
+    return texts, np.asarray(table.column(label).to_numpy(zero_copy_only=False))
 
 
 def fit_images(
@@ -666,6 +802,15 @@ def fit_images(
     )
 
 
+def _synonym_table(ids: Any, counts: Any) -> Any:
+    """Rebuild a cached fit's synonym table (None when it has none)."""
+    if ids is None or counts is None:
+        return None
+    from pipelines.augment.tokens import SynonymTable
+
+    return SynonymTable(np.asarray(ids, np.int32), np.asarray(counts, np.int32))
+
+
 def _check_fitted(listing: Listing, rows_read: int, num_train: int, num_val: int) -> None:
     """Refuse a fitting pass that read another number of rows, or left a split empty."""
     if rows_read != listing.rows:  # rows in == rows out, by counting
@@ -715,7 +860,10 @@ def read_split(
     for path, *numbers in zip(*(batch[name] for name in columns), strict=True):
         fragment = Fragment(str(path), *(int(n) for n in numbers))
         pieces.append(read_encoded(fit, fragment, split))
-    return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+    rows = {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+    if split == "val":  # never augmented: model inputs straight away
+        rows["x"] = fit.featurizer(rows["x"])
+    return rows
 
 
 #: Fragments per rank below which data-parallel ranks do not split an epoch's fragments: with

@@ -151,9 +151,21 @@ def build_vocab(
         ValueError: If ``max_size`` is below 2 (no room for the special entries).
 
     """
+    counts = Counter(word for tokens in token_lists for word in tokens)
+    return vocab_from_counts(counts, max_size, min_count)
+
+
+def vocab_from_counts(
+    counts: Mapping[str, int], max_size: int = 20000, min_count: int = 1
+) -> list[str]:
+    """Build :func:`build_vocab`'s vocabulary from word counts (gathered in one streaming pass).
+
+    Raises:
+        ValueError: If ``max_size`` is below 2 (no room for the special entries).
+
+    """
     if max_size < len(SPECIALS):
         raise ValueError(f"max_size must be >= {len(SPECIALS)}, got {max_size}")
-    counts = Counter(word for tokens in token_lists for word in tokens)
     words = sorted(
         (word for word, count in counts.items() if count >= min_count and word not in SPECIALS),
         key=lambda word: (-counts[word], word),

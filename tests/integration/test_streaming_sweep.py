@@ -101,7 +101,7 @@ def load_config_dict(raw: dict[str, Any]) -> Any:
     [
         ({"dataset": "digits"}, "data.dataset"),
         ({"holdout_fraction": 0.1}, "data.holdout_fraction"),
-        ({"text_column": "p0"}, "data.text_column"),
+        ({"modality": "image"}, "data.modality"),
     ],
 )
 def test_what_does_not_stream_yet_is_refused_before_any_cluster_work(
@@ -267,3 +267,43 @@ def test_a_streamed_image_folder_is_augmented_afresh_each_epoch_and_tuned(
         filter_string=f"tags.`mlflow.parentRunId` = '{summary.mlflow_parent_run_id}'",
     )
     assert len({c.data.params["aug_rotate"] for c in children}) == 2
+
+
+@pytest.mark.slow  # a text sweep (~40 s)
+def test_a_streamed_text_column_is_augmented_with_its_own_vocabulary_and_tuned(
+    tmp_path: Path,
+) -> None:
+    """Token ids stream and are augmented per batch (synonyms from the streamed vocabulary)."""
+    from pipelines.data import materialise
+    from tests.unit.test_stream_text import _sms_parquet
+
+    folder = _sms_parquet(tmp_path / "sms")
+    raw = _experiment(folder, streaming=True)
+    raw["data"] = {
+        "dataset": "parquet",
+        "path": str(folder),
+        "text_column": "message",
+        "label_column": "kind",
+        "streaming": True,
+    }
+    fit, _ = prepare_source(load_config_dict(raw).data)
+    assert isinstance(fit, StreamFit) and fit.modality == "text"
+    data = materialise(fit, cache_hit=False, cpus_per_trial=1)
+
+    def epoch(hparams: dict[str, Any]) -> dict[int, np.ndarray]:
+        stream = data.for_trial({"seed": 5, **hparams}, trial=0, cpus=1)
+        batches = list(stream.train_batches(1, 64))
+        assert all(b["x"].shape[1:] == (2048,) for b in batches)  # featurised after augmenting
+        return {int(i): x for b in batches for i, x in zip(b["idx"], b["x"], strict=True)}
+
+    plain, augmented = epoch({}), epoch({"aug_synonym": 0.3, "aug_delete": 0.2})
+    assert sorted(plain) == sorted(augmented) and len(plain) == fit.num_train
+    changed = sum(not np.array_equal(plain[i], augmented[i]) for i in plain)
+    assert changed > 0.5 * len(plain)
+
+    space = {
+        "lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2},
+        "aug_synonym": {"type": "uniform", "low": 0.0, "high": 0.3},
+    }
+    summary = run_sweep(raw, search_space=space, progress=False)
+    assert summary.end_reasons["completed"] == 2 and summary.best_metric > 0.9  # ham is 0.87
