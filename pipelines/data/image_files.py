@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.data.fragments import Fragment, Listing, filesystem_of
+from pipelines.data.row_hashes import SPLIT_KEY, digest64
 from pipelines.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -167,11 +168,12 @@ def read_images(
     size: Sequence[int] | None,
     *,
     resize: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read and decode one fragment's images.
 
     Returns:
-        Pixels ``(N, C, H, W)``, class names ``(N,)`` and a 64-bit hash of each file's bytes.
+        Pixels ``(N, C, H, W)``, class names ``(N,)``, and two 64-bit hashes of each file's
+        bytes: its split hash and its holdout hash (:mod:`pipelines.data.row_hashes`).
 
     Raises:
         DataError: Naming the image that cannot be read or decoded.
@@ -179,14 +181,20 @@ def read_images(
     """
     fs, _ = filesystem_of(listing.source)
     hw = _hw(size)
-    pixels, labels, hashes = [], [], []
+    pixels, labels, split_hashes, holdout_hashes = [], [], [], []
     for path, _, _ in listing.files[fragment.offset : fragment.offset + fragment.length]:
         data = _read_file(fs, path)
         image, mode, hw = decode_image(data, path, mode, hw, resize=resize)
         pixels.append(image)
         labels.append(class_of(fragment.path, path))
-        hashes.append(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"))
-    return np.stack(pixels), np.asarray(labels), np.asarray(hashes, dtype=np.uint64)
+        split_hashes.append(digest64(data, SPLIT_KEY))
+        holdout_hashes.append(digest64(data))
+    return (
+        np.stack(pixels),
+        np.asarray(labels),
+        np.asarray(split_hashes, dtype=np.uint64),
+        np.asarray(holdout_hashes, dtype=np.uint64),
+    )
 
 
 def _hw(size: Sequence[int] | None) -> tuple[int, int] | None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipelines.config import DataConfig
 from pipelines.data.features import Featurizer
+from pipelines.data.row_hashes import holdout_rows
 from pipelines.data.sources import RawData
 from pipelines.errors import DataError
 from trainables.protocol import DataSpec
@@ -110,22 +111,6 @@ def preprocess(raw: RawData, config: DataConfig) -> Prepared:
         x_holdout=prepared.x_val[n_val:],
         y_holdout=prepared.y_val[n_val:],
     )
-
-
-def holdout_rows(x: Any, fraction: float) -> np.ndarray:
-    """Return a mask of the rows in the holdout: a hash of each row's features, not a draw.
-
-    A row keeps its side however the dataset around it grows, shrinks or is relabelled, so a
-    champion trained on last month's data has never seen a row of this month's holdout.
-    """
-    mask = np.zeros(len(x), dtype=bool)
-    if fraction <= 0:
-        return mask
-    threshold = int(fraction * 2**64)
-    for i, row in enumerate(x):
-        data = row.encode("utf-8") if isinstance(row, str) else np.ascontiguousarray(row).tobytes()
-        mask[i] = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") < threshold
-    return mask
 
 
 def _split(raw: RawData, config: DataConfig, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

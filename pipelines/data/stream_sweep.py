@@ -13,7 +13,8 @@ column of either (its vocabulary fitted in the same pass:
 image folders (:mod:`pipelines.data.image_files`), augmented per epoch as in memory, from a
 file, a folder of files, or a URI in an object store (``data.endpoint`` and ``data.region``
 as for ``storage``), for the torch and Keras trainables and the user's model builders, classes
-or regression targets, without a holdout.
+or regression targets; a holdout (``data.holdout_fraction``, a retrain's) is set aside by
+its own hash and read only by :func:`holdout_batches`.
 What does not yet is refused before any cluster work (exit 2), as are data URIs with
 credentials in them or with ``data.streaming: false``.
 """
@@ -152,6 +153,7 @@ def prepare_stream(config: DataConfig, task: str) -> tuple[StreamFit, bool]:
             "task": task,
             "val_fraction": config.val_fraction,
         }
+    settings["holdout_fraction"] = config.holdout_fraction
     key = fit_key(listing.fingerprint(), settings)
     cached = load_fit(key) if config.cache else None
     if cached is not None:
@@ -204,6 +206,16 @@ def _local_batches(fit: StreamFit, split: str) -> Iterator[dict[str, np.ndarray]
     """Encode row groups in this process, in order (no Ray)."""
     for fragment in fit.listing.fragments:
         yield read_encoded(fit, fragment, split)
+
+
+def holdout_batches(fit: StreamFit) -> Iterator[Batch]:
+    """Stream the holdout split in this process, a fragment at a time, as model inputs.
+
+    For judging retrained models: read in order with no Ray task, holding one fragment's rows.
+    """
+    for rows in _local_batches(fit, "holdout"):
+        if len(rows["y"]):
+            yield {"x": fit.featurizer(rows["x"]), "y": rows["y"]}
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from pipelines.config import DataConfig
 from pipelines.data import csv_files, image_files, npz_shards
 from pipelines.data.features import Featurizer
 from pipelines.data.fragments import Fragment, Listing, filesystem_of
+from pipelines.data.row_hashes import SPLIT_KEY, digest64, in_holdout
 from pipelines.errors import DataError
 from trainables.protocol import DataSpec
 
@@ -77,8 +78,6 @@ def not_streamable(config: DataConfig) -> tuple[str, str] | None:
         kind = "text" if config.text_column else "tabular"
     if config.modality not in ("auto", kind):
         return "data.modality", f"this source streams as {kind} data, not {config.modality}"
-    if config.holdout_fraction > 0:
-        return "data.holdout_fraction", "keeps no holdout yet"
     return None
 
 
@@ -282,6 +281,42 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return mixed
 
 
+def assign_rows(
+    split_hashes: np.ndarray,
+    holdout_hashes: np.ndarray,
+    val_fraction: float,
+    holdout_fraction: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Return which rows are in each split: ``holdout`` first, then ``val`` among the rest.
+
+    The holdout is decided by its own hash (:mod:`pipelines.data.row_hashes`, the in-memory
+    rule), validation rows by the split hash among the rows left, and the rest train.
+    """
+    holdout = in_holdout(holdout_hashes, holdout_fraction)
+    val = in_validation(split_hashes, val_fraction) & ~holdout
+    return {"train": ~val & ~holdout, "val": val, "holdout": holdout}
+
+
+def holdout_hashes(x: np.ndarray, holdout_fraction: float) -> np.ndarray:
+    """Return the holdout hash of each row of features (zeros when there is no holdout)."""
+    if holdout_fraction <= 0:
+        return np.zeros(len(x), dtype=np.uint64)
+    rows = np.ascontiguousarray(x, dtype=np.float32)  # what the in-memory tables hash
+    return np.asarray([digest64(row.tobytes()) for row in rows], dtype=np.uint64)
+
+
+def text_hashes(texts: Sequence[str], key: bytes = SPLIT_KEY) -> np.ndarray:
+    """Return a 64-bit hash of each text's UTF-8 bytes (keyed: the split's; unkeyed: holdout)."""
+    return np.asarray([digest64(t.encode("utf-8"), key) for t in texts], dtype=np.uint64)
+
+
+def _text_holdout(texts: Sequence[str], holdout_fraction: float) -> np.ndarray:
+    """Return each text's holdout hash (unkeyed, as in memory); zeros without a holdout."""
+    if holdout_fraction <= 0:
+        return np.zeros(len(texts), dtype=np.uint64)
+    return text_hashes(texts, key=b"")
+
+
 def in_validation(hashes: np.ndarray, val_fraction: float) -> np.ndarray:
     """Return which rows belong to the validation split (hash below the fraction)."""
     unit = (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
@@ -360,6 +395,9 @@ class StreamFit:
         vocab: A text column's vocabulary (a token id is its position).
         synonyms: The text augmentation's synonym table
             (:class:`~pipelines.augment.tokens.SynonymTable`), or None.
+        holdout_fraction: Share of rows, by their holdout hash, set aside for retraining's
+            judgement (:mod:`pipelines.data.row_hashes`); no trial reads them.
+        num_holdout: Rows in the holdout split.
 
     """
 
@@ -383,6 +421,13 @@ class StreamFit:
     resize: bool = False
     vocab: tuple[str, ...] = field(default=(), repr=False)
     synonyms: Any = field(default=None, repr=False)
+    holdout_fraction: float = 0.0
+    num_holdout: int = 0
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits a fragment's rows are encoded into."""
+        return ("train", "val", "holdout") if self.holdout_fraction > 0 else ("train", "val")
 
     @property
     def featurizer(self) -> Featurizer:
@@ -412,6 +457,8 @@ class StreamFit:
         settings: list[Any] = [self.listing.fingerprint(), self.features, self.label, self.task]
         if self.modality != "tabular":
             settings += [self.modality, list(self.shape), self.image_mode, self.resize]
+        if self.holdout_fraction > 0:
+            settings.append(self.holdout_fraction)
         payload = json.dumps([*settings, self.val_fraction])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -437,6 +484,8 @@ class StreamFit:
             "vocab": list(self.vocab),
             "synonym_ids": None if self.synonyms is None else self.synonyms.ids.tolist(),
             "synonym_counts": None if self.synonyms is None else self.synonyms.counts.tolist(),
+            "holdout_fraction": self.holdout_fraction,
+            "num_holdout": self.num_holdout,
         }
 
     @classmethod
@@ -462,10 +511,14 @@ class StreamFit:
             resize=bool(fields.get("resize", False)),
             vocab=tuple(fields.get("vocab", ())),
             synonyms=_synonym_table(fields.get("synonym_ids"), fields.get("synonym_counts")),
+            holdout_fraction=float(fields.get("holdout_fraction", 0.0)),
+            num_holdout=int(fields.get("num_holdout", 0)),
         )
 
-    def read_rows(self, fragment: Fragment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Read one fragment: its features ``(N, ...)``, raw labels and each row's split hash.
+    def read_rows(
+        self, fragment: Fragment
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Read one fragment: features ``(N, ...)``, raw labels, split and holdout hashes.
 
         Raises:
             DataError: Naming the file, row group (or image) and row of a fault.
@@ -481,10 +534,10 @@ class StreamFit:
             table = read_fragment(self.listing.source, fragment, (self.features[0], self.label))
             texts, labels = _texts_and_labels(table, self.features[0], self.label, fragment)
             ids = encode([tokenize(t) for t in texts], self.vocab, self.shape[0])
-            return ids, labels, text_hash(texts)
+            return ids, labels, text_hashes(texts), _text_holdout(texts, self.holdout_fraction)
         table = read_fragment(self.listing.source, fragment, (*self.features, self.label))
         x, labels = _features_and_labels(table, self.features, self.label, fragment)
-        return x, labels, row_hash(x)
+        return x, labels, row_hash(x), holdout_hashes(x, self.holdout_fraction)
 
     def encode(self, fragment: Fragment, split: str) -> dict[str, np.ndarray]:
         """Read one fragment and encode its rows of ``split``: columns ``x``, ``y``, ``idx``.
@@ -497,19 +550,19 @@ class StreamFit:
         return self.encode_splits(fragment, (split,))[split]
 
     def encode_splits(
-        self, fragment: Fragment, splits: Sequence[str] = ("train", "val")
+        self, fragment: Fragment, splits: Sequence[str] | None = None
     ) -> dict[str, dict[str, np.ndarray]]:
-        """Encode one fragment's rows of each of ``splits``, reading and hashing them once.
+        """Encode one fragment's rows of each of ``splits`` (all), reading and hashing them once.
 
         Raises:
             DataError: As :meth:`encode`.
 
         """
-        x, labels, hashes = self.read_rows(fragment)
-        val = in_validation(hashes, self.val_fraction)
+        x, labels, split_hashes, holdout = self.read_rows(fragment)
+        masks = assign_rows(split_hashes, holdout, self.val_fraction, self.holdout_fraction)
         return {
-            split: self._encoded(x, labels, np.flatnonzero(val == (split == "val")), fragment)
-            for split in splits
+            split: self._encoded(x, labels, np.flatnonzero(masks[split]), fragment)
+            for split in (splits or self.splits)
         }
 
     def _encoded(
@@ -541,17 +594,11 @@ def _features_and_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return float32 features (N, F) and raw labels, refusing missing and non-finite values."""
     where = f"{fragment.path}, row group {fragment.row_group}"
-    columns = []
-    for name in (*features, label):
-        column = table.column(name)
-        if column.null_count:
-            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(
-                f"{where}, row {row + 1}: missing value in column {name!r}",
-                key="data.path",
-                fix="fill or remove rows with missing values",
-            )
-        columns.append(np.asarray(column.to_numpy(zero_copy_only=False)))
+    _refuse_missing(table, (*features, label), where)
+    columns = [
+        np.asarray(table.column(name).to_numpy(zero_copy_only=False))
+        for name in (*features, label)
+    ]
     *feature_values, labels = columns
     for name, values in zip(features, feature_values, strict=True):
         if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
@@ -578,6 +625,7 @@ def fit_stream(
     features: Sequence[str] | None = None,
     task: str = "auto",
     val_fraction: float = 0.2,
+    holdout_fraction: float = 0.0,
 ) -> StreamFit:
     """Fit the preprocessing in one pass holding one row group at a time (in this process).
 
@@ -588,6 +636,7 @@ def fit_stream(
         task: ``"classification"``, ``"regression"`` or ``"auto"`` (float labels with
             fractional values are regression targets, as for in-memory data).
         val_fraction: Share of rows, by row hash, in the validation split.
+        holdout_fraction: Share of rows set aside first (see :func:`assign_rows`).
 
     Raises:
         DataError: For a missing column, a bad value or an empty split, naming where.
@@ -608,10 +657,11 @@ def fit_stream(
     for fragment in listing.fragments:
         table = read_fragment(listing.source, fragment, (*names, label))
         x, labels = _features_and_labels(table, names, label, fragment)
-        val = in_validation(row_hash(x), val_fraction)
-        seen.add(labels, val)
-        moments.add(x[~val])
-    _check_fitted(listing, seen.rows, seen.rows - seen.num_val, seen.num_val)
+        hashes = (row_hash(x), holdout_hashes(x, holdout_fraction))
+        masks = assign_rows(*hashes, val_fraction, holdout_fraction)
+        seen.add(labels, masks)
+        moments.add(x[masks["train"]])
+    seen.check(listing)
     return StreamFit(
         listing=listing,
         features=names,
@@ -619,6 +669,7 @@ def fit_stream(
         mean=moments.mean,
         std=moments.std,
         val_fraction=val_fraction,
+        holdout_fraction=holdout_fraction,
         **seen.fitted(task),
     )
 
@@ -631,16 +682,19 @@ class _Labels:
         self.classes: np.ndarray | None = None
         self.fractional = False
         self.num_val = 0
+        self.num_holdout = 0
         self.rows = 0
         self.train_rows: list[int] = []
 
-    def add(self, labels: np.ndarray, val: np.ndarray) -> None:
-        """Fold in one fragment's raw labels and which of its rows are validation rows."""
+    def add(self, labels: np.ndarray, masks: dict[str, np.ndarray]) -> None:
+        """Fold in one fragment's raw labels and its rows' splits (:func:`assign_rows`)."""
+        train = masks["train"]
         self.rows += len(labels)
-        self.num_val += int(val.sum())
-        self.train_rows.append(len(labels) - int(val.sum()))
+        self.num_val += int(masks["val"].sum())
+        self.num_holdout += int(masks["holdout"].sum())
+        self.train_rows.append(int(train.sum()))
         if np.issubdtype(labels.dtype, np.number):
-            self.targets.add(labels[~val].astype(np.float64))
+            self.targets.add(labels[train].astype(np.float64))
             floats = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels[:0]
             self.fractional = self.fractional or bool(np.any(floats != np.round(floats)))
         found = np.unique(labels)
@@ -655,12 +709,17 @@ class _Labels:
         return {
             "task": chosen,
             "classes": () if regression or self.classes is None else tuple(self.classes.tolist()),
-            "target_mean": float(self.targets.mean[0]) if regression else 0.0,
-            "target_std": float(self.targets.std[0]) if regression else 1.0,
-            "num_train": self.rows - self.num_val,
+            "target_mean": float(self.targets.mean) if regression else 0.0,
+            "target_std": float(self.targets.std) if regression else 1.0,
+            "num_train": sum(self.train_rows),
             "num_val": self.num_val,
+            "num_holdout": self.num_holdout,
             "train_rows": tuple(self.train_rows),
         }
+
+    def check(self, listing: Listing) -> None:
+        """Refuse a pass that read another number of rows than listed, or left a split empty."""
+        _check_fitted(listing, self.rows, sum(self.train_rows), self.num_val)
 
 
 def fit_texts(
@@ -670,14 +729,15 @@ def fit_texts(
     label: str,
     task: str = "auto",
     val_fraction: float = 0.2,
+    holdout_fraction: float = 0.0,
     max_tokens: int = 64,
 ) -> StreamFit:
     """Fit a text column in one pass: the split, the labels and the training rows' vocabulary.
 
     As in memory, the vocabulary holds the training texts' most frequent words (ties broken
     alphabetically) extended with their WordNet synonyms; rows are encoded as ``max_tokens``
-    token ids and the model reads their hashed n-gram counts. A row's split is decided by a
-    hash of its text's UTF-8 bytes, so duplicated texts share a split.
+    token ids and the model reads their hashed n-gram counts. A row's split is decided by
+    hashes of its text's UTF-8 bytes (:func:`assign_rows`), so duplicated texts share a split.
 
     Raises:
         DataError: For a missing column, a missing value or an empty split, naming where.
@@ -698,11 +758,12 @@ def fit_texts(
     for fragment in listing.fragments:
         table = read_fragment(listing.source, fragment, (text, label))
         texts, labels = _texts_and_labels(table, text, label, fragment)
-        val = in_validation(text_hash(texts), val_fraction)
-        seen.add(labels, val)
-        for row in np.flatnonzero(~val):
+        holdout = _text_holdout(texts, holdout_fraction)
+        masks = assign_rows(text_hashes(texts), holdout, val_fraction, holdout_fraction)
+        seen.add(labels, masks)
+        for row in np.flatnonzero(masks["train"]):
             counts.update(tokenize(texts[row]))
-    _check_fitted(listing, seen.rows, seen.rows - seen.num_val, seen.num_val)
+    seen.check(listing)
     vocab, synonyms = build_synonym_table(vocab_from_counts(counts), load_wordnet_synonyms())
     return StreamFit(
         listing=listing,
@@ -711,6 +772,7 @@ def fit_texts(
         mean=np.zeros(1),
         std=np.ones(1),
         val_fraction=val_fraction,
+        holdout_fraction=holdout_fraction,
         modality="text",
         shape=(max_tokens,),
         vocab=tuple(vocab),
@@ -719,23 +781,9 @@ def fit_texts(
     )
 
 
-def text_hash(texts: Sequence[str]) -> np.ndarray:
-    """Return a 64-bit hash of each text's UTF-8 bytes (its split's, stable across machines)."""
-    return np.asarray(
-        [
-            int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
-            for t in texts
-        ],
-        dtype=np.uint64,
-    )
-
-
-def _texts_and_labels(
-    table: Any, text: str, label: str, fragment: Fragment
-) -> tuple[list[str], np.ndarray]:
-    """Return one fragment's texts and raw labels, refusing missing values."""
-    where = f"{fragment.path}, row group {fragment.row_group}"
-    for name in (text, label):
+def _refuse_missing(table: Any, names: Sequence[str], where: str) -> None:
+    """Raise a DataError naming the first row of ``where`` with a missing value in ``names``."""
+    for name in names:
         column = table.column(name)
         if column.null_count:
             row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
@@ -744,12 +792,23 @@ def _texts_and_labels(
                 key="data.path",
                 fix="fill or remove rows with missing values",
             )
+
+
+def _texts_and_labels(
+    table: Any, text: str, label: str, fragment: Fragment
+) -> tuple[list[str], np.ndarray]:
+    """Return one fragment's texts and raw labels, refusing missing values."""
+    _refuse_missing(table, (text, label), f"{fragment.path}, row group {fragment.row_group}")
     texts = [str(value) for value in table.column(text).to_pylist()]
     return texts, np.asarray(table.column(label).to_numpy(zero_copy_only=False))
 
 
 def fit_images(
-    listing: Listing, *, image_size: Sequence[int] | None = None, val_fraction: float = 0.2
+    listing: Listing,
+    *,
+    image_size: Sequence[int] | None = None,
+    val_fraction: float = 0.2,
+    holdout_fraction: float = 0.0,
 ) -> StreamFit:
     """Fit a streamed image folder in one pass holding one chunk of images at a time.
 
@@ -781,24 +840,21 @@ def fit_images(
         shape=tuple(int(d) for d in first.shape[1:]),
         image_mode=mode,
         resize=image_size is not None,
+        holdout_fraction=holdout_fraction,
     )
-    pixels, num_val, rows_read = Moments(), 0, 0
-    train_rows: list[int] = []
+    pixels, seen = Moments(), _Labels()
     for fragment in listing.fragments:
-        x, _, hashes = template.read_rows(fragment)
-        val = in_validation(hashes, val_fraction)
-        rows_read += len(x)
-        num_val += int(val.sum())
-        train_rows.append(len(x) - int(val.sum()))
-        pixels.add_all(x[~val])
-    _check_fitted(listing, rows_read, rows_read - num_val, num_val)
+        x, labels, split_hashes, holdout = template.read_rows(fragment)
+        masks = assign_rows(split_hashes, holdout, val_fraction, holdout_fraction)
+        seen.add(labels, masks)
+        pixels.add_all(x[masks["train"]])
+    seen.check(listing)
+    fitted = seen.fitted("classification")
     return replace(
         template,
         mean=pixels.mean,
         std=pixels.std,
-        num_train=rows_read - num_val,
-        num_val=num_val,
-        train_rows=tuple(train_rows),
+        **{k: fitted[k] for k in ("num_train", "num_val", "num_holdout", "train_rows")},
     )
 
 
@@ -861,7 +917,7 @@ def read_split(
         fragment = Fragment(str(path), *(int(n) for n in numbers))
         pieces.append(read_encoded(fit, fragment, split))
     rows = {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
-    if split == "val":  # never augmented: model inputs straight away
+    if split != "train":  # never augmented: model inputs straight away
         rows["x"] = fit.featurizer(rows["x"])
     return rows
 

@@ -13,9 +13,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from pipelines.data import Prepared
+from pipelines.data import Prepared, StreamFit
+from pipelines.data.stream_sweep import holdout_batches as streamed_holdout
 from pipelines.retrain.compat import (
     IncompatibleModel,
     ModelInputs,
@@ -23,7 +22,13 @@ from pipelines.retrain.compat import (
     incompatibility,
     inputs_of,
 )
-from pipelines.retrain.holdout import downloaded_checkpoint, score_checkpoint, score_sweep_model
+from pipelines.retrain.holdout import (
+    HoldoutBatches,
+    downloaded_checkpoint,
+    holdout_batches,
+    score_checkpoint,
+    score_sweep_model,
+)
 from pipelines.retrain.rules import decide
 from pipelines.sweep.finish import SweepFailed
 from pipelines.sweep.plan import SweepPlan
@@ -75,7 +80,7 @@ class RetrainFailed(SweepFailed):
 
 def judge(
     plan: SweepPlan,
-    prepared: Prepared,
+    prepared: Prepared | StreamFit,
     run_id: str,
     version: str,
     *,
@@ -146,7 +151,7 @@ def judge(
     )
 
 
-def score_champion(plan: SweepPlan, prepared: Prepared, champion_run_id: str) -> float:
+def score_champion(plan: SweepPlan, prepared: Prepared | StreamFit, champion_run_id: str) -> float:
     """Return the champion's holdout score on today's data.
 
     Args:
@@ -164,14 +169,14 @@ def score_champion(plan: SweepPlan, prepared: Prepared, champion_run_id: str) ->
 
     """
     uri, spec = plan.config.tracking.uri, prepared.spec()
-    x, y = _holdout(prepared)
+    holdout = holdout_of(prepared)
     run = queries.get_run(uri, champion_run_id)
     framework = run.tags.get(schema.FRAMEWORK)
     check_framework(framework, plan.info.framework, _installed(framework))
     recorded = ModelInputs.from_json(run.tags.get(schema.MODEL_INPUTS))
     with downloaded_checkpoint(uri, champion_run_id) as local:
         try:
-            metrics = score_checkpoint(local, plan, spec, x, y)
+            metrics = score_checkpoint(local, plan, spec, holdout)
         except Exception as exc:  # local only: a mismatch, or something that may pass
             incompatible = incompatibility(exc, recorded, inputs_of(plan, spec))
             if incompatible is None:
@@ -181,7 +186,7 @@ def score_champion(plan: SweepPlan, prepared: Prepared, champion_run_id: str) ->
 
 
 def _rival(
-    plan: SweepPlan, prepared: Prepared, run_id: str
+    plan: SweepPlan, prepared: Prepared | StreamFit, run_id: str
 ) -> tuple[ModelVersionRecord | None, float | None, IncompatibleModel | None]:
     """Return the champion, its score and why it cannot score (or fail the retrain)."""
     uri, name = plan.config.tracking.uri, plan.config.experiment_name
@@ -214,17 +219,20 @@ def _failed(uri: str, run_id: str, what: str, error: Exception) -> RetrainFailed
     return RetrainFailed(reason)
 
 
-def _score(uri: str, run_id: str, plan: SweepPlan, prepared: Prepared) -> float:
-    x, y = _holdout(prepared)
-    metrics = score_sweep_model(uri, run_id, plan, prepared.spec(), x, y)
+def _score(uri: str, run_id: str, plan: SweepPlan, prepared: Prepared | StreamFit) -> float:
+    metrics = score_sweep_model(uri, run_id, plan, prepared.spec(), holdout_of(prepared))
     return float(metrics[plan.config.metric])
 
 
-def _holdout(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
+def holdout_of(prepared: Prepared | StreamFit) -> HoldoutBatches:
+    """Return today's holdout split as batches: from memory, or streamed a fragment at a time."""
+    if isinstance(prepared, StreamFit):
+        fit = prepared
+        return lambda: streamed_holdout(fit)
     x, y = prepared.x_holdout, prepared.y_holdout
     if x is None or y is None:
         raise ValueError("the retrain's data has no holdout split")  # run_retrain checks first
-    return x, y
+    return lambda: holdout_batches(x, y)
 
 
 def _installed(framework: str | None) -> bool:

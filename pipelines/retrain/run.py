@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ExperimentConfig, load_config
-from pipelines.data import Prepared, prepare_arrays
+from pipelines.data import Prepared, StreamFit, prepare_source
 from pipelines.errors import ConfigError, DataError
 from pipelines.paths import prepare_sqlite_store
 from pipelines.retrain.judge import RetrainFailed, RetrainOutcome, judge
@@ -150,6 +150,13 @@ def stop_request(error: BaseException, stop: StopRequest) -> StopRequest | None:
     return None
 
 
+def holdout_rows(prepared: Prepared | StreamFit) -> int:
+    """Return how many rows today's data set aside for judging."""
+    if isinstance(prepared, StreamFit):
+        return prepared.num_holdout
+    return 0 if prepared.y_holdout is None else len(prepared.y_holdout)
+
+
 class _Retrain:
     """One retrain's steps, sharing the plan, the prepared data and the model name."""
 
@@ -170,8 +177,8 @@ class _Retrain:
         self.experiment_id = experiment_id(self.uri, self.name)
 
     def run(self) -> RetrainOutcome:
-        prepared, cache_hit = prepare_arrays(self.config.data)
-        if prepared.y_holdout is None or len(prepared.y_holdout) == 0:
+        prepared, cache_hit = prepare_source(self.config.data)  # streamed data streams
+        if holdout_rows(prepared) == 0:
             raise DataError(
                 "the holdout split is empty",
                 key="retrain.holdout_fraction",
@@ -249,7 +256,7 @@ class _Retrain:
             experiment_id=self.experiment_id,
         )
 
-    def _tune(self, prepared: Prepared, cache_hit: bool) -> tuple[str, str]:
+    def _tune(self, prepared: Prepared | StreamFit, cache_hit: bool) -> tuple[str, str]:
         from pipelines.sweep.run import execute_sweep
         from pipelines.sweep.warm_start import WarmStart, earlier_trials
 
@@ -279,7 +286,7 @@ class _Retrain:
         return champion.current_champion(self.uri, self.name)
 
     def _judge(
-        self, run_id: str, version: str, prepared: Prepared, *, resumed: bool
+        self, run_id: str, version: str, prepared: Prepared | StreamFit, *, resumed: bool
     ) -> RetrainOutcome:
         return judge(
             self.plan,

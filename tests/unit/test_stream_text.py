@@ -18,7 +18,7 @@ from pipelines.data.streaming import (
     not_streamable,
     read_encoded,
     read_split,
-    text_hash,
+    text_hashes,
 )
 from pipelines.data.text import build_synonym_table, build_vocab, load_sms_spam, tokenize
 from pipelines.data.wordnet import load_wordnet_synonyms
@@ -50,7 +50,7 @@ def test_the_vocabulary_is_the_in_memory_one_built_from_the_same_training_rows(
 
     texts = pq.read_table(tmp_path / "sms").column("message").to_pylist()
     train = [
-        t for t, h in zip(texts, text_hash(texts), strict=True) if (h >> 11) * 2.0**-53 >= 0.2
+        t for t, h in zip(texts, text_hashes(texts), strict=True) if (h >> 11) * 2.0**-53 >= 0.2
     ]
     assert len(train) == fit.num_train
     vocab, table = build_synonym_table(

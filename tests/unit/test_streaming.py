@@ -197,7 +197,8 @@ def test_the_choice_of_streaming_follows_the_size_unless_the_config_says(
     assert streaming.wants_streaming(config)
     assert not streaming.wants_streaming(config.model_copy(update={"streaming": False}))
     # What cannot stream yet stays in memory when the size alone would have chosen streaming.
-    assert not streaming.wants_streaming(config.model_copy(update={"holdout_fraction": 0.1}))
+    assert not streaming.wants_streaming(config.model_copy(update={"modality": "audio"}))
+    assert streaming.wants_streaming(config.model_copy(update={"holdout_fraction": 0.1}))
     monkeypatch.setattr(streaming, "STREAM_ABOVE_BYTES", size)
     assert not streaming.wants_streaming(config)
     assert streaming.wants_streaming(config.model_copy(update={"streaming": True}))
