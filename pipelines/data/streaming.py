@@ -571,7 +571,10 @@ class StreamFit:
         if self.modality == "text":
             x = x[rows]  # token ids: augmented, then featurised, per batch
         else:
-            x = ((x[rows] - self.mean) / self.std).astype(np.float32)
+            # In float32 and in place on the gathered copy: a third of the time of float64.
+            x = x[rows].astype(np.float32, copy=False)
+            x -= self.mean.astype(np.float32)
+            x /= self.std.astype(np.float32)
         if self.task == "regression":
             y = (labels[rows].astype(np.float64) - self.target_mean) / self.target_std
             y = y.astype(np.float32)

@@ -100,7 +100,6 @@ def load_config_dict(raw: dict[str, Any]) -> Any:
     ("data", "key"),
     [
         ({"dataset": "digits"}, "data.dataset"),
-        ({"holdout_fraction": 0.1}, "data.holdout_fraction"),
         ({"modality": "image"}, "data.modality"),
     ],
 )
